@@ -1,0 +1,4 @@
+"""Backbones: a registry of specs (see :mod:`labtf.backbones.registry`)."""
+from labtf.backbones.registry import BACKBONES, PREPROCESSING, BackboneSpec, get_backbone
+
+__all__ = ["BACKBONES", "PREPROCESSING", "BackboneSpec", "get_backbone"]

@@ -1,0 +1,45 @@
+"""The embedded default job: train on ``datasets/clipart``, evaluate, save the run."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from labtf.errors import LabtfError
+
+log = logging.getLogger(__name__)
+
+#: The demo's settings: EfficientNet-Lite0 with offline ImageNet weights.
+DEMO_SETTINGS = {"backbone": "efficientnet_lite0", "weights": "imagenet", "image_size": 224,
+                 "batch_size": 32, "epochs": 6, "fine_tune_epochs": 3, "fine_tune_blocks": 1}
+
+
+def embedded_dataset() -> Path:
+    """Path of the embedded default dataset (``$LABTF_DATASETS`` or the checkout's datasets/).
+
+    Raises:
+        LabtfError: the folder is not there (labtf installed without its source tree).
+    """
+    root = Path(os.environ.get("LABTF_DATASETS", Path(__file__).resolve().parent.parent / "datasets"))
+    path = root / "clipart"
+    if not path.is_dir():
+        raise LabtfError(f"embedded dataset not found at {path}; install labtf from its source "
+                         "checkout (pip install -e .) or set LABTF_DATASETS")
+    return path
+
+
+def run_demo(out: str | Path = "runs/demo", resume: bool = False, **overrides) -> dict:
+    """Train, evaluate and save the default run; returns the metrics.
+
+    Args:
+        out: run folder.
+        resume: continue a killed demo run.
+        **overrides: TrainConfig fields to change (e.g. ``epochs=1`` for a smoke test).
+    """
+    from labtf.config import TrainConfig
+    from labtf.evaluation import evaluate
+    from labtf.training import train
+
+    config = TrainConfig.from_dict({"data": str(embedded_dataset()), **DEMO_SETTINGS, **overrides})
+    run = train(config, out, resume=resume)
+    return evaluate(run)

@@ -1,0 +1,132 @@
+"""Robust image reading: any format Pillow knows, any mode, to RGB uint8.
+
+The tf.data pipeline, prediction and the dataset scanner all read images
+through :func:`load_rgb`, so a file that scans clean also decodes in training.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from labtf.errors import LabtfError
+
+log = logging.getLogger(__name__)
+
+#: File endings the scanner treats as images (case-insensitive).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+
+#: Smallest side (px) an image may have; smaller files are rejected.
+MIN_SIDE = 8
+
+
+class BadImage(LabtfError):
+    """An image file that cannot be used; the message names the file."""
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB, compositing transparency onto white.
+
+    Args:
+        img: a loaded Pillow image (L, LA, P, PA, RGBA, CMYK, I;16, F, ...).
+
+    Returns:
+        An RGB image of the same size.
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(scaled.astype(np.uint8), "L").convert("RGB")
+    return img.convert("RGB")
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as an RGB uint8 array of shape (H, W, 3).
+
+    The first frame of animated GIF/WebP is used; EXIF orientation is applied.
+
+    Args:
+        path: image file.
+
+    Returns:
+        uint8 array (H, W, 3).
+
+    Raises:
+        BadImage: missing, empty, truncated, corrupt, non-image or tiny file.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise BadImage(f"{path}: cannot read ({exc.strerror}); check the path") from None
+    if size == 0:
+        raise BadImage(f"{path}: empty file (0 bytes); remove it or re-download it")
+    try:
+        with Image.open(path) as img:
+            img.seek(0)
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            rgb = to_rgb(img)
+    except UnidentifiedImageError:
+        raise BadImage(f"{path}: not an image Pillow can read; remove it from the dataset") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise BadImage(f"{path}: corrupt or truncated image ({exc}); remove or replace it") from None
+    if min(rgb.size) < MIN_SIDE:
+        raise BadImage(f"{path}: image is {rgb.size[0]}x{rgb.size[1]} px, smaller than "
+                       f"{MIN_SIDE} px; remove it")
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def load_rgb_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Decode encoded image bytes (JPEG/PNG/...) to RGB uint8 (H, W, 3).
+
+    Raises:
+        BadImage: the bytes are not a readable image.
+    """
+    import io
+
+    if not data:
+        raise BadImage(f"{name}: empty image data")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.seek(0)
+            img.load()
+            rgb = to_rgb(ImageOps.exif_transpose(img) or img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise BadImage(f"{name}: not a readable image ({exc})") from None
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def center_square(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Resize the shorter side to ``size`` and crop the centre square.
+
+    Args:
+        rgb: uint8 (H, W, 3).
+        size: output side in pixels.
+
+    Returns:
+        uint8 (size, size, 3).
+    """
+    h, w = rgb.shape[:2]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    img = Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR, reducing_gap=3.0)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def is_image_name(path: str | os.PathLike) -> bool:
+    """True when the file name has an image ending."""
+    return str(path).lower().endswith(IMAGE_SUFFIXES)

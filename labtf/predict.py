@@ -1,0 +1,122 @@
+"""Predict labels for image files through one :class:`Predictor` interface.
+
+A predictor takes a batch of square RGB pixels (0..255) and returns class
+probabilities. :func:`open_predictor` picks the implementation by what the
+path is (PREDICTORS table); the Keras run folder is the first entry, exported
+artifacts add theirs. A bad file in a batch gives a per-file error; the rest
+are still predicted.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from labtf.errors import LabtfError
+from labtf.images import BadImage, center_square, load_rgb
+
+log = logging.getLogger(__name__)
+
+
+class Predictor:
+    """Base class: ``classes``, ``image_size`` and ``predict_batch``."""
+
+    classes: list[str]
+    image_size: int
+
+    def predict_batch(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities (N, C) for float32 images (N, S, S, 3) in 0..255."""
+        raise NotImplementedError
+
+
+class KerasPredictor(Predictor):
+    """A trained run folder (``model.keras``)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        from labtf.run import Run
+
+        run = Run.open(path)
+        self.run = run
+        self.classes = run.classes
+        self.image_size = int(run.meta["image_size"])
+        self.model = run.load_model()
+
+    def predict_batch(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict(images.astype(np.float32), verbose=0), np.float64)
+
+
+def _is_run(path: Path) -> bool:
+    return path.is_dir() and (path / "model.keras").is_file()
+
+
+#: (test on the path, predictor factory, description); first match wins.
+PREDICTORS: list[tuple[Callable[[Path], bool], Callable[[Path], Predictor], str]] = [
+    (_is_run, KerasPredictor, "a labtf run folder (model.keras)"),
+]
+
+
+def open_predictor(path: str | os.PathLike) -> Predictor:
+    """Open whatever ``path`` is (run folder or exported artifact) as a Predictor.
+
+    Raises:
+        LabtfError: nothing at ``path``, or nothing labtf can run.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise LabtfError(f"{path} does not exist; pass a run folder or an exported model")
+    for test, factory, _ in PREDICTORS:
+        if test(path):
+            return factory(path)
+    kinds = "; ".join(d for _, _, d in PREDICTORS)
+    raise LabtfError(f"{path} is not something labtf can predict with; expected {kinds}")
+
+
+@dataclass
+class Prediction:
+    """The result for one file: top-k (label, probability) or an error line."""
+
+    path: str
+    top: list[tuple[str, float]] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.top[0][0] if self.top else ""
+
+    @property
+    def confidence(self) -> float:
+        return self.top[0][1] if self.top else 0.0
+
+
+def predict_files(predictor: Predictor, paths: list[str], top_k: int = 1,
+                  batch_size: int = 16) -> list[Prediction]:
+    """Predict every file; unreadable ones get ``error`` and the rest go on.
+
+    Args:
+        predictor: an opened predictor.
+        paths: image files.
+        top_k: how many (label, probability) pairs to keep per image.
+        batch_size: images per model call.
+
+    Returns:
+        One :class:`Prediction` per path, in order.
+    """
+    k = max(1, min(top_k, len(predictor.classes)))
+    results = [Prediction(str(p)) for p in paths]
+    good: list[tuple[int, np.ndarray]] = []
+    for i, p in enumerate(paths):
+        try:
+            good.append((i, center_square(load_rgb(p), predictor.image_size)))
+        except BadImage as exc:
+            results[i].error = str(exc)
+    for start in range(0, len(good), batch_size):
+        chunk = good[start:start + batch_size]
+        probs = predictor.predict_batch(np.stack([img for _, img in chunk]).astype(np.float32))
+        for (i, _), row in zip(chunk, probs):
+            order = np.argsort(-row)[:k]
+            results[i].top = [(predictor.classes[j], float(row[j])) for j in order]
+    return results

@@ -1,0 +1,194 @@
+"""Two-stage transfer learning into a run folder, resumable.
+
+Stage 1 trains the float32 head on a frozen backbone; stage 2 unfreezes the
+backbone's top blocks at a lower learning rate. Each stage checkpoints every
+epoch (``keras.callbacks.BackupAndRestore``), so a killed run continues with
+``resume=True`` where it stopped. Only ``keras`` is used here, apart from the
+tf.data input pipeline.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from labtf.backbones import get_backbone
+from labtf.config import TrainConfig
+from labtf.errors import LabtfError
+from labtf.manifest import DatasetIndex, write_manifest
+from labtf.run import Run, write_json
+
+log = logging.getLogger(__name__)
+
+BEST = "best.weights.h5"
+
+
+def class_weights(index: DatasetIndex) -> dict[int, float]:
+    """Inverse-frequency class weights over the training split (mean 1)."""
+    counts = np.array([index.counts("train")[c] for c in index.classes], float)
+    counts = np.maximum(counts, 1.0)
+    w = counts.sum() / (len(counts) * counts)
+    return {i: float(v) for i, v in enumerate(w)}
+
+
+def resolve_config(config: TrainConfig, out: Path, resume: bool) -> TrainConfig:
+    """Check the run folder before any work; never overwrite a finished or foreign run.
+
+    Returns:
+        The config to use (the saved one when resuming).
+
+    Raises:
+        LabtfError: the folder exists without ``resume``, or ``resume`` finds no run.
+    """
+    if resume:
+        if not (out / "config.json").is_file():
+            raise LabtfError(f"--resume: {out} holds no run to continue; drop --resume to start one")
+        saved = Run(out).config
+        if saved.to_dict() != config.to_dict():
+            log.warning("--resume: using the run's saved config, not the options given now")
+        return saved
+    if out.exists() and any(out.iterdir()):
+        raise LabtfError(f"run folder {out} already exists and is not empty; pass --resume to "
+                         "continue it or --out to choose a new folder")
+    return config
+
+
+def _callbacks(run: Path, stage: int, monitor: str, patience: int, best_so_far: float | None):
+    cbs = [
+        keras.callbacks.BackupAndRestore(str(run / "backup" / f"stage{stage}")),
+        keras.callbacks.CSVLogger(str(run / f"history_stage{stage}.csv"), append=True),
+        keras.callbacks.ModelCheckpoint(str(run / BEST), monitor=monitor, mode="max",
+                                        save_best_only=True, save_weights_only=True,
+                                        initial_value_threshold=best_so_far),
+    ]
+    if patience:
+        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience))
+    return cbs
+
+
+def _best(history: keras.callbacks.History | None, monitor: str, prior: float | None) -> float | None:
+    vals = list((history.history if history else {}).get(monitor, []))
+    vals += [prior] if prior is not None else []
+    return max(vals) if vals else None
+
+
+def _compile(model: keras.Model, lr: float, smoothing: float, n: int) -> None:
+    model.compile(optimizer=keras.optimizers.Adam(lr),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=smoothing),
+                  metrics=["accuracy"])
+
+
+def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: int = 2) -> Run:
+    """Train a classifier and save a complete run folder.
+
+    Args:
+        config: the training config (validated).
+        out: run folder (created; must be new unless ``resume``).
+        resume: continue a killed run from its last checkpoint.
+        verbose: Keras fit verbosity (2: one line per epoch).
+
+    Returns:
+        The finished :class:`~labtf.run.Run`.
+
+    Raises:
+        LabtfError: bad data, an existing run folder, unobtainable weights.
+    """
+    from labtf.data import AugmentConfig, make_dataset
+    from labtf.distribute import strategy_scope
+    from labtf.model import build_classifier, cam_layer_name, freeze_backbone, set_precision
+    from labtf.model import unfreeze_top
+    from labtf.plots import plot_history
+    from labtf.sources import load_index
+
+    out = Path(out)
+    config = resolve_config(config, out, resume)
+    spec = get_backbone(config.backbone)
+    size = config.input_size
+    t0 = time.time()
+    index = load_index(config.data, config.seed, config.test_fraction, config.val_fraction,
+                       config.split_file)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", config.to_dict())
+    write_manifest(out / "split.csv", index.samples)
+    write_json(out / "classes.json", index.classes)
+    train_s, val_s = index.subset("train"), index.subset("val")
+    log.info("data: %d train, %d val, %d test images, %d classes, %d skipped", len(train_s),
+             len(val_s), len(index.subset("test")), len(index.classes), len(index.skipped))
+    keras.utils.set_random_seed(config.seed)
+    set_precision(config.mixed_precision)
+    scope, replicas = strategy_scope(config.strategy)
+    batch = config.batch_size * replicas
+    aug = AugmentConfig() if config.augment else None
+    train_ds = make_dataset(train_s, index.classes, size, batch, training=True, seed=config.seed,
+                            augment_cfg=aug, cache=config.cache)
+    val_ds = make_dataset(val_s, index.classes, size, batch, cache=config.cache) if val_s else None
+    monitor = "val_accuracy" if val_ds is not None else "accuracy"
+    weights = class_weights(index) if config.class_weights else None
+    with scope:
+        model = build_classifier(spec, len(index.classes), size,
+                                 None if config.weights == "none" else "imagenet", config.dropout)
+    state_file = out / "state.json"
+    state = Run(out).read_json("state.json") if state_file.is_file() else {"done": [], "best": None}
+    stages = [(1, config.epochs, config.learning_rate),
+              (2, config.fine_tune_epochs, config.fine_tune_learning_rate)]
+    for stage, epochs, lr in stages:
+        if epochs == 0 or (stage == 2 and config.fine_tune_blocks == 0):
+            continue
+        if stage in state["done"]:
+            log.info("stage %d already done; skipping", stage)
+            continue
+        freeze_backbone(model)
+        if stage == 2:
+            model.load_weights(out / BEST)
+            unfreeze_top(model, spec, config.fine_tune_blocks)
+        with scope:
+            _compile(model, lr, config.label_smoothing, len(index.classes))
+        log.info("stage %d: %d epoch(s) at lr %g", stage, epochs, lr)
+        hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
+                         verbose=verbose, callbacks=_callbacks(out, stage, monitor,
+                                                               config.early_stopping_patience,
+                                                               state["best"]))
+        state = {"done": state["done"] + [stage], "best": _best(hist, monitor, state["best"])}
+        write_json(state_file, state)
+    model.load_weights(out / BEST)
+    tmp = out / ".model.tmp.keras"
+    model.save(tmp)
+    tmp.replace(out / Run.MODEL)
+    shutil.rmtree(out / "backup", ignore_errors=True)
+    history = _merge_history(out)
+    plot_history(history, out / "history.png")
+    write_json(out / "run.json", {
+        "backbone": spec.name, "image_size": size, "cam_layer": cam_layer_name(model, spec),
+        "preprocessing": spec.preprocessing, "weights": config.weights,
+        "num_classes": len(index.classes), "n_train": len(train_s), "n_val": len(val_s),
+        "n_test": len(index.subset("test")), "skipped": [p for p, _ in index.skipped],
+        "train_seconds": round(time.time() - t0, 1), "keras": keras.__version__,
+        "backend": keras.backend.backend(), "best_" + monitor: state["best"]})
+    log.info("run saved to %s", out)
+    return Run(out)
+
+
+def _merge_history(out: Path) -> list[dict]:
+    """Combine the per-stage CSV logs into history.csv (epochs numbered across stages)."""
+    import csv
+
+    rows, epoch = [], 0
+    for stage in (1, 2):
+        f = out / f"history_stage{stage}.csv"
+        if not f.is_file():
+            continue
+        with open(f, newline="") as fh:
+            for row in csv.DictReader(fh):
+                epoch += 1
+                rows.append({"epoch": epoch, "stage": stage,
+                             **{k: float(v) for k, v in row.items() if k != "epoch" and v}})
+    keys = ["epoch", "stage"] + sorted({k for r in rows for k in r} - {"epoch", "stage"})
+    lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in rows]
+    from labtf.run import write_text
+
+    write_text(out / "history.csv", "\n".join(lines) + "\n")
+    return rows

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from labtf.images import BadImage, center_square, load_rgb, load_rgb_bytes
+
+
+def _save(img, path, **kw):
+    img.save(path, **kw)
+    return path
+
+
+@pytest.mark.parametrize("mode,suffix", [("L", ".png"), ("RGBA", ".png"), ("P", ".gif"),
+                                         ("CMYK", ".jpg"), ("RGB", ".bmp"), ("RGB", ".webp"),
+                                         ("LA", ".png"), ("I;16", ".png"), ("1", ".png")])
+def test_any_mode_becomes_rgb(tmp_path, mode, suffix):
+    rng = np.random.default_rng(0)
+    base = Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8))
+    img = base.convert(mode) if mode != "I;16" else Image.fromarray(
+        (rng.random((30, 40)) * 60000).astype(np.uint16))
+    arr = load_rgb(_save(img, tmp_path / f"x{suffix}"))
+    assert arr.shape == (30, 40, 3) and arr.dtype == np.uint8
+    assert arr.std() > 0
+
+
+def test_transparent_becomes_white(tmp_path):
+    img = Image.new("RGBA", (20, 20), (255, 0, 0, 0))
+    arr = load_rgb(_save(img, tmp_path / "t.png"))
+    assert (arr == 255).all()
+
+
+def test_animated_gif_first_frame(tmp_path):
+    frames = [Image.new("RGB", (16, 16), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    arr = load_rgb(tmp_path / "a.gif")
+    assert arr[0, 0, 0] > 200 and arr[0, 0, 2] < 50
+
+
+@pytest.mark.parametrize("content,reason", [(b"", "empty"), (b"hello world", "not an image"),
+                                           (None, "corrupt")])
+def test_bad_files_named(tmp_path, content, reason):
+    path = tmp_path / "bad.jpg"
+    if content is None:
+        good = tmp_path / "good.jpg"
+        Image.new("RGB", (64, 64), (1, 2, 3)).save(good)
+        content = good.read_bytes()[:200]
+    path.write_bytes(content)
+    with pytest.raises(BadImage, match=reason) as info:
+        load_rgb(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_and_tiny(tmp_path):
+    with pytest.raises(BadImage, match="cannot read"):
+        load_rgb(tmp_path / "nope.png")
+    Image.new("RGB", (4, 4)).save(tmp_path / "tiny.png")
+    with pytest.raises(BadImage, match="smaller than"):
+        load_rgb(tmp_path / "tiny.png")
+
+
+def test_bytes_and_center_square(tmp_path):
+    Image.new("RGB", (100, 50), (10, 200, 30)).save(tmp_path / "w.png")
+    arr = load_rgb_bytes((tmp_path / "w.png").read_bytes())
+    sq = center_square(arr, 32)
+    assert sq.shape == (32, 32, 3) and tuple(sq[16, 16]) == (10, 200, 30)
+    with pytest.raises(BadImage):
+        load_rgb_bytes(b"\x89PNG garbage")

@@ -1,0 +1,95 @@
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY
+
+from labtf.config import TrainConfig
+from labtf.errors import LabtfError
+from labtf.training import class_weights, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_run_folder_contents(trained_run):
+    files = {p.name for p in trained_run.path.iterdir()}
+    for name in ("model.keras", "classes.json", "config.json", "run.json", "split.csv",
+                 "history.csv", "history.png", "metrics.json", "confusion.csv", "confusion.md",
+                 "confusion.png"):
+        assert name in files, name
+    assert "backup" not in files
+    with open(trained_run.file("history.csv")) as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["stage"]) for r in rows] == [1, 1, 2]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[0])
+    cfg = json.loads(trained_run.file("config.json").read_text())
+    assert TrainConfig.from_dict(cfg).backbone == "efficientnet_lite0"
+    meta = trained_run.meta
+    assert meta["cam_layer"] == "top_activation" and meta["image_size"] == 64
+    assert meta["n_train"] + meta["n_val"] + meta["n_test"] == 60
+
+
+def test_existing_run_is_not_overwritten(trained_run, shared_data):
+    before = trained_run.file("model.keras").stat().st_mtime_ns
+    with pytest.raises(LabtfError, match="already exists.*--resume"):
+        train(TrainConfig(data=str(shared_data), **TINY), trained_run.path)
+    assert trained_run.file("model.keras").stat().st_mtime_ns == before
+
+
+def test_class_weights_balance(tiny_data):
+    from labtf.manifest import DatasetIndex, Sample
+
+    samples = [Sample(f"{i}", "a", "train") for i in range(30)] + \
+        [Sample(f"b{i}", "b", "train") for i in range(10)]
+    w = class_weights(DatasetIndex(tiny_data, samples, ["a", "b"]))
+    assert w[1] == pytest.approx(3 * w[0]) and np.mean([30 * w[0], 10 * w[1]]) == pytest.approx(20)
+
+
+def test_unknown_config_key():
+    with pytest.raises(LabtfError, match="unknown config key.*'epoch'.*valid keys: data"):
+        TrainConfig.from_dict({"data": "x", "epoch": 3})
+    with pytest.raises(LabtfError, match="mixed_bfloat16"):
+        TrainConfig(data="x", mixed_precision="fp16")
+
+
+def _cli(*args):
+    return [sys.executable, str(ROOT / "cli.py"), *args]
+
+
+def test_killed_run_resumes(tmp_path, shared_data):
+    """Kill a real training process after its first epoch checkpoint, then --resume it."""
+    out = tmp_path / "run"
+    args = ["train", str(shared_data), "--backbone", "efficientnet_lite0", "--weights", "none",
+            "--image-size", "64", "--batch-size", "8", "--epochs", "30", "--fine-tune-epochs", "1",
+            "--fine-tune-blocks", "1", "--patience", "0", "--out", str(out)]
+    env = {**os.environ, "LABTF_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen(_cli(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    log = out / "history_stage1.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if log.is_file() and len(log.read_text().splitlines()) >= 3:  # header + 2 epochs
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(log.read_text().splitlines()) - 1
+    assert not (out / "model.keras").exists()
+    res = subprocess.run(_cli(*args[:-2], "--out", str(out), "--resume"), env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (out / "model.keras").is_file()
+    with open(log) as fh:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(fh)]
+    # the resumed process continues at the epoch after the last checkpoint, not at 0
+    assert epochs[:done] == list(range(done)) and epochs[done] in (done - 1, done)
+    assert epochs[-1] == 29 and len(epochs) <= 31
+    assert json.loads((out / "state.json").read_text())["done"] == [1, 2]
