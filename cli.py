@@ -59,6 +59,8 @@ def main(verbose: bool) -> None:
 @click.option("--fine-tune-blocks", default=2, show_default=True)
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--image-size", type=int, default=None, help="Square input side [backbone's].")
+@click.option("--resize", default="crop", show_default=True,
+              help="crop (centre crop), pad (white letterbox) or squash.")
 @click.option("--mixed-precision", default="float32", show_default=True,
               help="float32, mixed_float16 (GPU) or mixed_bfloat16.")
 @click.option("--strategy", default="default", show_default=True,

@@ -27,6 +27,7 @@ class TrainConfig:
         backbone: registry name (see ``labtf backbones``).
         weights: ``imagenet`` or ``none`` (random initialisation).
         image_size: square input side; ``None`` uses the backbone's own.
+        resize: ``crop``, ``pad`` or ``squash`` (see labtf.images.to_square).
         epochs: head-only epochs (stage 1).
         fine_tune_epochs: epochs with the top blocks unfrozen (stage 2; 0 skips it).
         fine_tune_blocks: how many of the backbone's top blocks stage 2 unfreezes.
@@ -36,6 +37,7 @@ class TrainConfig:
     backbone: str = "efficientnet_lite0"
     weights: str = "imagenet"
     image_size: int | None = None
+    resize: str = "crop"
     batch_size: int = 32
     epochs: int = 8
     fine_tune_epochs: int = 4
@@ -64,6 +66,9 @@ class TrainConfig:
 
         check_choice("backbone", self.backbone, list(BACKBONES))
         check_choice("weights", self.weights, ["imagenet", "none"])
+        from labtf.images import RESIZE_MODES
+
+        check_choice("resize mode", self.resize, RESIZE_MODES)
         check_choice("mixed precision policy", self.mixed_precision, PRECISIONS)
         check_choice("strategy", self.strategy, STRATEGIES)
         for name in ("batch_size", "epochs"):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from labtf.images import BadImage, center_square, load_rgb
+from labtf.images import BadImage, load_rgb, to_square
 from labtf.manifest import Sample
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,10 @@ class AugmentConfig:
     saturation: float = 0.15
 
 
-def _decode_fn(size: int):
+def _decode_fn(size: int, resize: str):
     def decode(path: bytes) -> np.ndarray:
         try:
-            return center_square(load_rgb(path.decode()), size)
+            return to_square(load_rgb(path.decode()), size, resize)
         except BadImage as exc:  # the scanner filters these; a file changed since
             log.warning("%s (blank image used)", exc)
             return np.full((size, size, 3), 255, np.uint8)
@@ -98,7 +98,8 @@ def augment(img: tf.Tensor, seed: tf.Tensor, size: int, cfg: AugmentConfig) -> t
 
 def make_dataset(samples: list[Sample], classes: list[str], image_size: int, batch_size: int,
                  training: bool = False, seed: int = 0, augment_cfg: AugmentConfig | None = None,
-                 cache: bool | str = True, one_hot: bool = True) -> tf.data.Dataset:
+                 cache: bool | str = True, one_hot: bool = True,
+                 resize: str = "crop") -> tf.data.Dataset:
     """Build a batched dataset of ``(images, labels)``.
 
     Args:
@@ -111,6 +112,7 @@ def make_dataset(samples: list[Sample], classes: list[str], image_size: int, bat
         augment_cfg: augmentation for training; ``None`` disables it.
         cache: ``True`` caches decoded images in memory, a string caches to that file.
         one_hot: labels as one-hot float32 vectors (else int32 ids).
+        resize: how images become squares (see :func:`labtf.images.to_square`).
 
     Returns:
         A prefetched ``tf.data.Dataset``; images float32 (B, S, S, 3) in 0..255.
@@ -119,7 +121,7 @@ def make_dataset(samples: list[Sample], classes: list[str], image_size: int, bat
     paths = [s.path for s in samples]
     labels = np.array([index[s.label] for s in samples], np.int32)
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-    decode = _decode_fn(image_size)
+    decode = _decode_fn(image_size, resize)
 
     def load(path, label):
         img = tf.numpy_function(decode, [path], tf.uint8, stateful=False)

@@ -11,7 +11,8 @@ log = logging.getLogger(__name__)
 
 #: The demo's settings: EfficientNet-Lite0 with offline ImageNet weights.
 DEMO_SETTINGS = {"backbone": "efficientnet_lite0", "weights": "imagenet", "image_size": 224,
-                 "batch_size": 32, "epochs": 6, "fine_tune_epochs": 3, "fine_tune_blocks": 1}
+                 "batch_size": 32, "epochs": 20, "fine_tune_epochs": 10, "fine_tune_blocks": 2,
+                 "early_stopping_patience": 5}
 
 
 def embedded_dataset() -> Path:

@@ -20,11 +20,12 @@ log = logging.getLogger(__name__)
 
 
 def predict_samples(model, samples: list[Sample], classes: list[str], image_size: int,
-                    batch_size: int = 32) -> np.ndarray:
+                    batch_size: int = 32, resize: str = "crop") -> np.ndarray:
     """Class probabilities (N, C) for samples, in order."""
     from labtf.data import make_dataset
 
-    ds = make_dataset(samples, classes, image_size, batch_size, cache=False, one_hot=False)
+    ds = make_dataset(samples, classes, image_size, batch_size, cache=False, one_hot=False,
+                      resize=resize)
     return np.asarray(model.predict(ds.map(lambda x, y: x), verbose=0), np.float64)
 
 
@@ -123,7 +124,8 @@ def evaluate(run: Run | str | Path, data: str | None = None, batch_size: int = 3
     if not samples:
         raise LabtfError(f"no test images in {source}")
     model = run.load_model()
-    probs = predict_samples(model, samples, classes, meta["image_size"], batch_size)
+    probs = predict_samples(model, samples, classes, meta["image_size"], batch_size,
+                            meta.get("resize", "crop"))
     y_true = np.array([classes.index(s.label) for s in samples])
     metrics = compute_metrics(y_true, probs, classes, k)
     metrics.update({"source": source, "backbone": meta["backbone"]})

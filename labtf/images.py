@@ -127,6 +127,42 @@ def center_square(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
+#: How an image becomes a square model input.
+RESIZE_MODES = ("crop", "pad", "squash")
+
+
+def to_square(rgb: np.ndarray, size: int, mode: str = "crop") -> np.ndarray:
+    """Make a ``size`` x ``size`` input from any image.
+
+    Args:
+        rgb: uint8 (H, W, 3).
+        size: output side.
+        mode: ``crop`` (shorter side to ``size``, centre crop; ImageNet style),
+            ``pad`` (longer side to ``size``, white letterbox: keeps the whole
+            object, good for drawings and product shots) or ``squash`` (stretch).
+
+    Returns:
+        uint8 (size, size, 3).
+
+    Raises:
+        LabtfError: unknown mode.
+    """
+    if mode == "crop":
+        return center_square(rgb, size)
+    if mode == "squash":
+        img = Image.fromarray(rgb).resize((size, size), Image.BILINEAR, reducing_gap=3.0)
+        return np.asarray(img, dtype=np.uint8)
+    if mode == "pad":
+        h, w = rgb.shape[:2]
+        scale = size / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        img = Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR, reducing_gap=3.0)
+        canvas = Image.new("RGB", (size, size), (255, 255, 255))
+        canvas.paste(img, ((size - nw) // 2, (size - nh) // 2))
+        return np.asarray(canvas, dtype=np.uint8)
+    raise LabtfError(f"unknown resize mode '{mode}'; choose one of: {', '.join(RESIZE_MODES)}")
+
+
 def is_image_name(path: str | os.PathLike) -> bool:
     """True when the file name has an image ending."""
     return str(path).lower().endswith(IMAGE_SUFFIXES)

@@ -17,16 +17,17 @@ from typing import Callable
 import numpy as np
 
 from labtf.errors import LabtfError
-from labtf.images import BadImage, center_square, load_rgb
+from labtf.images import BadImage, load_rgb, to_square
 
 log = logging.getLogger(__name__)
 
 
 class Predictor:
-    """Base class: ``classes``, ``image_size`` and ``predict_batch``."""
+    """Base class: ``classes``, ``image_size``, ``resize`` and ``predict_batch``."""
 
     classes: list[str]
     image_size: int
+    resize: str = "crop"
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """Probabilities (N, C) for float32 images (N, S, S, 3) in 0..255."""
@@ -43,6 +44,7 @@ class KerasPredictor(Predictor):
         self.run = run
         self.classes = run.classes
         self.image_size = int(run.meta["image_size"])
+        self.resize = run.meta.get("resize", "crop")
         self.model = run.load_model()
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
@@ -110,7 +112,7 @@ def predict_files(predictor: Predictor, paths: list[str], top_k: int = 1,
     good: list[tuple[int, np.ndarray]] = []
     for i, p in enumerate(paths):
         try:
-            good.append((i, center_square(load_rgb(p), predictor.image_size)))
+            good.append((i, to_square(load_rgb(p), predictor.image_size, predictor.resize)))
         except BadImage as exc:
             results[i].error = str(exc)
     for start in range(0, len(good), batch_size):

@@ -124,8 +124,9 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
     batch = config.batch_size * replicas
     aug = AugmentConfig() if config.augment else None
     train_ds = make_dataset(train_s, index.classes, size, batch, training=True, seed=config.seed,
-                            augment_cfg=aug, cache=config.cache)
-    val_ds = make_dataset(val_s, index.classes, size, batch, cache=config.cache) if val_s else None
+                            augment_cfg=aug, cache=config.cache, resize=config.resize)
+    val_ds = make_dataset(val_s, index.classes, size, batch, cache=config.cache,
+                          resize=config.resize) if val_s else None
     monitor = "val_accuracy" if val_ds is not None else "accuracy"
     weights = class_weights(index) if config.class_weights else None
     with scope:
@@ -149,7 +150,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
             _compile(model, lr, config.label_smoothing, len(index.classes))
         log.info("stage %d: %d epoch(s) at lr %g", stage, epochs, lr)
         hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
-                         verbose=verbose, callbacks=_callbacks(out, stage, monitor,
+                         verbose=verbose, shuffle=False, callbacks=_callbacks(out, stage, monitor,
                                                                config.early_stopping_patience,
                                                                state["best"]))
         state = {"done": state["done"] + [stage], "best": _best(hist, monitor, state["best"])}
@@ -162,7 +163,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
     history = _merge_history(out)
     plot_history(history, out / "history.png")
     write_json(out / "run.json", {
-        "backbone": spec.name, "image_size": size, "cam_layer": cam_layer_name(model, spec),
+        "backbone": spec.name, "image_size": size, "resize": config.resize,"cam_layer": cam_layer_name(model, spec),
         "preprocessing": spec.preprocessing, "weights": config.weights,
         "num_classes": len(index.classes), "n_train": len(train_s), "n_val": len(val_s),
         "n_test": len(index.subset("test")), "skipped": [p for p, _ in index.skipped],

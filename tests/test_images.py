@@ -65,3 +65,18 @@ def test_bytes_and_center_square(tmp_path):
     assert sq.shape == (32, 32, 3) and tuple(sq[16, 16]) == (10, 200, 30)
     with pytest.raises(BadImage):
         load_rgb_bytes(b"\x89PNG garbage")
+
+
+def test_to_square_modes():
+    from labtf.errors import LabtfError
+    from labtf.images import to_square
+
+    wide = np.zeros((20, 80, 3), np.uint8)
+    wide[:, :10] = (255, 0, 0)  # a red strip at the left edge
+    crop, pad, squash = (to_square(wide, 40, m) for m in ("crop", "pad", "squash"))
+    assert crop.shape == pad.shape == squash.shape == (40, 40, 3)
+    assert (crop[..., 0] < 128).all()            # cropping cuts the strip away
+    assert pad[20, 2, 0] > 200 and (pad[0, 20] == 255).all()  # kept, white letterbox
+    assert squash[:, :4, 0].min() > 200 and squash[:, -4:, 0].max() < 60
+    with pytest.raises(LabtfError, match="crop, pad, squash"):
+        to_square(wide, 40, "fit")
