@@ -70,6 +70,8 @@ def main(verbose: bool) -> None:
 @click.option("--val-fraction", default=0.1, show_default=True)
 @click.option("--patience", "early_stopping_patience", default=3, show_default=True,
               help="EarlyStopping patience in epochs (0: off).")
+@click.option("--split-file", default=None,
+              help="Split manifest to write/reuse [DATA/labtf_split.csv].")
 @click.option("--no-augment", is_flag=True, help="Switch training augmentation off.")
 @click.option("--resume", is_flag=True, help="Continue a killed run in --out.")
 @click.option("--out", default="runs/latest", show_default=True, help="Run folder (must be new).")

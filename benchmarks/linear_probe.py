@@ -5,7 +5,7 @@ augmentation) + scikit-learn logistic regression, trained on the run's train
 (+val) split and scored on its test split; printed next to the run's
 fine-tuned test accuracy from metrics.json.
 
-Usage: python benchmarks/linear_probe.py RUN [--out benchmarks/results/linear_probe.md]
+Usage: python benchmarks/linear_probe.py RUN
 """
 from __future__ import annotations
 
@@ -17,52 +17,51 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run")
-    ap.add_argument("--out", default=None, help="Also write the table as Markdown here.")
-    args = ap.parse_args()
-
+def probe(run_path: str) -> dict:
+    """Fit and score the linear probe on a run's split; returns accuracies and counts."""
     import keras
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
     from labtf.backbones import get_backbone
-    from labtf.evaluation import predict_samples
+    from labtf.data import make_dataset
     from labtf.manifest import read_manifest
     from labtf.model import GAP, build_classifier
     from labtf.run import Run
 
-    run = Run.open(args.run)
+    run = Run.open(run_path)
     meta, classes = run.meta, run.classes
     spec = get_backbone(meta["backbone"])
     full = build_classifier(spec, len(classes), meta["image_size"], weights="imagenet")
     features = keras.Model(full.input, full.get_layer(GAP).output)
     samples = read_manifest(run.file("split.csv"), validate=False).samples
-    train = [s for s in samples if s.split in ("train", "val")]
-    test = [s for s in samples if s.split == "test"]
     t = time.time()
-    wrapped = type("F", (), {"predict": lambda self, ds, verbose=0: features.predict(ds, verbose=0)})()
-    xtr = predict_samples(wrapped, train, classes, meta["image_size"])
-    xte = predict_samples(wrapped, test, classes, meta["image_size"])
-    ytr = np.array([classes.index(s.label) for s in train])
-    yte = np.array([classes.index(s.label) for s in test])
-    clf = LogisticRegression(max_iter=3000, C=1.0).fit(xtr, ytr)
-    probe = float((clf.predict(xte) == yte).mean())
-    tuned = json.loads(run.file("metrics.json").read_text())["accuracy"]
-    rows = [("linear probe (frozen ImageNet features + logistic regression)", probe),
-            (f"labtf fine-tuned ({meta['backbone']}, {run.config.epochs}+"
-             f"{run.config.fine_tune_epochs} epochs)", tuned)]
-    lines = [f"Split: {len(train)} train+val, {len(test)} test images, {len(classes)} classes "
-             f"({run.file('split.csv')}); features in {time.time() - t:.1f} s.", "",
-             "| model | test accuracy |", "|---|---|"]
-    lines += [f"| {name} | {100 * acc:.2f}% |" for name, acc in rows]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        from pathlib import Path
 
-        Path(args.out).write_text(text + "\n")
+    def embed(subset):
+        ds = make_dataset(subset, classes, meta["image_size"], 32, cache=False, one_hot=False,
+                          resize=meta.get("resize", "crop"))
+        x = np.concatenate([features.predict_on_batch(b) for b, _ in ds])
+        return x, np.array([classes.index(s.label) for s in subset])
+
+    xtr, ytr = embed([s for s in samples if s.split in ("train", "val")])
+    xte, yte = embed([s for s in samples if s.split == "test"])
+    clf = LogisticRegression(max_iter=3000).fit(xtr, ytr)
+    return {"probe": float((clf.predict(xte) == yte).mean()),
+            "fine_tuned": json.loads(run.file("metrics.json").read_text())["accuracy"],
+            "n_train": len(ytr), "n_test": len(yte), "classes": len(classes),
+            "seconds": round(time.time() - t, 1), "backbone": meta["backbone"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run")
+    args = ap.parse_args()
+    r = probe(args.run)
+    print(f"{r['n_train']} train+val / {r['n_test']} test images, {r['classes']} classes")
+    print("| model | test accuracy |\n|---|---|")
+    print(f"| linear probe (frozen {r['backbone']} ImageNet features + logistic regression) "
+          f"| {100 * r['probe']:.2f}% |")
+    print(f"| labtf fine-tuned | {100 * r['fine_tuned']:.2f}% |")
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
             img = ImageOps.exif_transpose(img) or img
             rgb = to_rgb(img)
     except UnidentifiedImageError:
-        raise BadImage(f"{path}: not an image Pillow can read; remove it from the dataset") from None
+        raise BadImage(f"{path}: not an image (expected JPEG, PNG, GIF, BMP, WebP or TIFF)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise BadImage(f"{path}: corrupt or truncated image ({exc}); remove or replace it") from None
     if min(rgb.size) < MIN_SIDE:

@@ -1,0 +1,51 @@
+"""The embedded default job over several seeds, each beside a linear-probe baseline.
+
+Each seed trains the demo settings (EfficientNet-Lite0, offline ImageNet weights)
+on its own stratified 82/18 split of datasets/clipart, evaluates on the test
+split, and fits a logistic-regression probe on frozen features of the same split.
+
+Usage: python benchmarks/demo_accuracy.py [--seeds 0 1 2] [--out runs/demo-bench]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--out", default="runs/demo-bench")
+    ap.add_argument("--resize", default="crop")
+    args = ap.parse_args()
+
+    from linear_probe import probe
+
+    from labtf.demo import run_demo
+
+    rows = []
+    for seed in args.seeds:
+        out = Path(args.out) / f"seed{seed}-{args.resize}"
+        t = time.time()
+        if not (out / "metrics.json").is_file():
+            run_demo(out, seed=seed, resize=args.resize)
+        r = probe(str(out))
+        rows.append((seed, r, time.time() - t))
+        print(f"seed {seed}: fine-tuned {100 * r['fine_tuned']:.2f}%  probe {100 * r['probe']:.2f}%",
+              flush=True)
+    print(f"\n| seed | test images | labtf fine-tuned | linear probe | wall s |\n|---|---|---|---|---|")
+    for seed, r, dt in rows:
+        print(f"| {seed} | {r['n_test']} | {100 * r['fine_tuned']:.2f}% | {100 * r['probe']:.2f}% "
+              f"| {dt:.0f} |")
+    mean = lambda k: 100 * sum(r[k] for _, r, _ in rows) / len(rows)  # noqa: E731
+    print(f"| mean | | {mean('fine_tuned'):.2f}% | {mean('probe'):.2f}% | |")
+
+
+if __name__ == "__main__":
+    main()
