@@ -19,14 +19,18 @@ log = logging.getLogger(__name__)
 
 
 def strategy_scope(name: str):
-    """Return ``(context_manager, replicas)`` for the named strategy."""
+    """Return ``(scope, replicas)`` for the named strategy.
+
+    ``scope()`` gives a fresh context manager each call (a strategy scope can be
+    entered once per context object).
+    """
     check_choice("strategy", name, STRATEGIES)
     if name == "default":
-        return contextlib.nullcontext(), 1
+        return contextlib.nullcontext, 1
     if keras.backend.backend() != "tensorflow":
         devices = keras.distribution.list_devices()
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-        return contextlib.nullcontext(), len(devices)
+        return contextlib.nullcontext, len(devices)
     import tensorflow as tf
 
     if name == "cpu2":
@@ -43,4 +47,4 @@ def strategy_scope(name: str):
     else:
         strategy = tf.distribute.MirroredStrategy()
     log.info("strategy %s: %d replica(s)", name, strategy.num_replicas_in_sync)
-    return strategy.scope(), strategy.num_replicas_in_sync
+    return strategy.scope, strategy.num_replicas_in_sync

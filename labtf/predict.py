@@ -23,15 +23,29 @@ log = logging.getLogger(__name__)
 
 
 class Predictor:
-    """Base class: ``classes``, ``image_size``, ``resize`` and ``predict_batch``."""
+    """Base class: ``classes``, ``image_size``, ``resize`` and ``predict_batch``.
+
+    Optional capability: ``has_cam`` True means ``predict_batch_with_cam``
+    also returns the top class's activation map (N, h, w) in [0, 1].
+    """
 
     classes: list[str]
     image_size: int
     resize: str = "crop"
+    has_cam: bool = False
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """Probabilities (N, C) for float32 images (N, S, S, 3) in 0..255."""
         raise NotImplementedError
+
+    def predict_batch_with_cam(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (N, C) and top-class CAM (N, h, w) in [0, 1].
+
+        Raises:
+            LabtfError: this predictor has no CAM output.
+        """
+        raise LabtfError(f"{type(self).__name__} has no CAM output; re-export the model "
+                         "with 'labtf export' to get one")
 
 
 class KerasPredictor(Predictor):
@@ -47,8 +61,18 @@ class KerasPredictor(Predictor):
         self.resize = run.meta.get("resize", "crop")
         self.model = run.load_model()
 
+    has_cam = True
+
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self.model.predict(images.astype(np.float32), verbose=0), np.float64)
+
+    def predict_batch_with_cam(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if getattr(self, "_cam_model", None) is None:
+            from labtf.export_model import build_export_model
+
+            self._cam_model = build_export_model(self.model, self.run.meta.get("cam_layer"))
+        out = self._cam_model(images.astype(np.float32), training=False)
+        return (np.asarray(out["probabilities"], np.float64), np.asarray(out["cam"], np.float32))
 
 
 def _is_run(path: Path) -> bool:
@@ -67,6 +91,8 @@ def open_predictor(path: str | os.PathLike) -> Predictor:
     Raises:
         LabtfError: nothing at ``path``, or nothing labtf can run.
     """
+    import labtf.inference  # noqa: F401  appends the exported-artifact predictors
+
     path = Path(path)
     if not path.exists():
         raise LabtfError(f"{path} does not exist; pass a run folder or an exported model")
@@ -84,6 +110,7 @@ class Prediction:
     path: str
     top: list[tuple[str, float]] = field(default_factory=list)
     error: str = ""
+    cam: np.ndarray | None = None
 
     @property
     def label(self) -> str:
@@ -95,7 +122,7 @@ class Prediction:
 
 
 def predict_files(predictor: Predictor, paths: list[str], top_k: int = 1,
-                  batch_size: int = 16) -> list[Prediction]:
+                  batch_size: int = 16, with_cam: bool = False) -> list[Prediction]:
     """Predict every file; unreadable ones get ``error`` and the rest go on.
 
     Args:
@@ -103,6 +130,7 @@ def predict_files(predictor: Predictor, paths: list[str], top_k: int = 1,
         paths: image files.
         top_k: how many (label, probability) pairs to keep per image.
         batch_size: images per model call.
+        with_cam: also fill ``Prediction.cam`` (the predictor must have a CAM).
 
     Returns:
         One :class:`Prediction` per path, in order.
@@ -117,8 +145,13 @@ def predict_files(predictor: Predictor, paths: list[str], top_k: int = 1,
             results[i].error = str(exc)
     for start in range(0, len(good), batch_size):
         chunk = good[start:start + batch_size]
-        probs = predictor.predict_batch(np.stack([img for _, img in chunk]).astype(np.float32))
-        for (i, _), row in zip(chunk, probs):
+        batch = np.stack([img for _, img in chunk]).astype(np.float32)
+        if with_cam:
+            probs, cams = predictor.predict_batch_with_cam(batch)
+        else:
+            probs, cams = predictor.predict_batch(batch), [None] * len(chunk)
+        for (i, _), row, cam in zip(chunk, probs, cams):
+            results[i].cam = cam
             order = np.argsort(-row)[:k]
             results[i].top = [(predictor.classes[j], float(row[j])) for j in order]
     return results

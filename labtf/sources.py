@@ -42,6 +42,7 @@ def tfds_to_folder(name: str, data_dir: str | None = None, out: Path | None = No
 
     import labtf.lab_apparatus  # noqa: F401  registers the builder
 
+    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
     out = out or _cache_root() / "tfds" / name.replace(":", "-").replace("/", "_")
     manifest = out / "manifest.csv"
     if manifest.is_file():

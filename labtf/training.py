@@ -129,7 +129,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
                           resize=config.resize) if val_s else None
     monitor = "val_accuracy" if val_ds is not None else "accuracy"
     weights = class_weights(index) if config.class_weights else None
-    with scope:
+    with scope():
         model = build_classifier(spec, len(index.classes), size,
                                  None if config.weights == "none" else "imagenet", config.dropout)
     state_file = out / "state.json"
@@ -146,7 +146,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
         if stage == 2:
             model.load_weights(out / BEST)
             unfreeze_top(model, spec, config.fine_tune_blocks)
-        with scope:
+        with scope():
             _compile(model, lr, config.label_smoothing, len(index.classes))
         log.info("stage %d: %d epoch(s) at lr %g", stage, epochs, lr)
         hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,

@@ -1,0 +1,160 @@
+"""TF-Lite export: float32, float16 weights, or full-integer int8.
+
+The file is self-describing: after the flatbuffer comes a zip archive (the
+TF-Lite Support "associated files" trick: flatbuffer readers ignore trailing
+bytes, zip readers find the archive from the end) holding ``labels.txt`` (one
+class per line, index order) and ``labtf.json`` (input size, resize mode,
+quantisation, source run). Read them with :func:`read_embedded` or
+``unzip -l model.tflite``.
+
+Signature ``serving_default``: input ``image`` (N,S,S,3) float32 RGB 0..255
+(uint8/int8 with ``io_type``), outputs ``probabilities`` and ``cam``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import zipfile
+from pathlib import Path
+
+from exporters.common import (META_NAME, check_target, load_images, run_meta, split_samples,
+                              tf_function, write_bytes)
+from labtf.errors import LabtfError
+
+log = logging.getLogger(__name__)
+
+QUANTIZE = ("none", "float16", "int8")
+IO_TYPES = ("float32", "uint8", "int8")
+
+
+def artifact_name(quantize: str, with_cam: bool = True) -> str:
+    """File name for a quantisation mode."""
+    tag = {"none": "fp32", "float16": "fp16", "int8": "int8"}[quantize]
+    return f"model_{tag}{'' if with_cam else '_nocam'}.tflite"
+
+
+def convert(export_model, image_size: int, quantize: str = "none", io_type: str = "float32",
+            representative=None) -> bytes:
+    """Convert a Keras export model to TF-Lite flatbuffer bytes.
+
+    Args:
+        export_model: from :func:`labtf.export_model.build_export_model`.
+        image_size: input side.
+        quantize: ``none``, ``float16`` or ``int8``.
+        io_type: input/output type for int8 (``float32`` keeps float I/O).
+        representative: float32 (N,S,S,3) calibration images (int8 only).
+
+    Raises:
+        LabtfError: bad option combination.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    if quantize not in QUANTIZE:
+        raise LabtfError(f"unknown --quantize '{quantize}' for tflite; choose one of: "
+                         f"{', '.join(QUANTIZE)}")
+    if io_type not in IO_TYPES:
+        raise LabtfError(f"unknown --io-type '{io_type}'; choose one of: {', '.join(IO_TYPES)}")
+    if io_type != "float32" and quantize != "int8":
+        raise LabtfError("--io-type uint8/int8 needs --quantize int8")
+    import tempfile
+
+    import keras
+
+    _, spec = tf_function(export_model, image_size)
+    tmp = tempfile.TemporaryDirectory(prefix="labtf_tflite_")
+    archive = keras.export.ExportArchive()
+    archive.track(export_model)
+    archive.add_endpoint("serving_default", lambda image: export_model(image, training=False),
+                         input_signature=[spec])
+    archive.write_out(tmp.name, verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(tmp.name, ["serving_default"])
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        if representative is None or len(representative) == 0:
+            raise LabtfError("int8 quantisation needs representative images")
+
+        def data():
+            for img in representative:
+                yield [np.asarray(img[None], np.float32)]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = data
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io_type != "float32":
+            converter.inference_input_type = getattr(tf, io_type)
+            converter.inference_output_type = getattr(tf, io_type)
+    try:
+        return converter.convert()
+    except Exception as exc:  # converter errors are long MLIR dumps
+        first = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else type(exc).__name__
+        raise LabtfError(f"TF-Lite conversion failed: {first}") from exc
+    finally:
+        tmp.cleanup()
+
+
+def embed(flatbuffer: bytes, labels: list[str], meta: dict) -> bytes:
+    """Append the labels/metadata zip to a flatbuffer."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("labels.txt", "\n".join(labels) + "\n")
+        zf.writestr(META_NAME, json.dumps(meta, indent=2) + "\n")
+    return flatbuffer + buf.getvalue()
+
+
+def read_embedded(path: str | Path) -> dict:
+    """The ``labtf.json`` embedded in a .tflite, with ``classes`` from labels.txt.
+
+    Raises:
+        LabtfError: the file carries no labtf metadata.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            meta = json.loads(zf.read(META_NAME))
+            meta["classes"] = [c for c in zf.read("labels.txt").decode().splitlines() if c]
+            return meta
+    except (zipfile.BadZipFile, KeyError, ValueError):
+        raise LabtfError(f"{path}: no labels embedded (not exported by labtf); re-export it "
+                         "with 'labtf export RUN --format tflite'") from None
+
+
+def export_tflite(run, path: str | Path, quantize: str = "none", io_type: str = "float32",
+                  calibration_images: int = 100, with_cam: bool = True,
+                  overwrite: bool = False, **_: object) -> Path:
+    """Export ``run`` to ``<path>/model_<fp32|fp16|int8>.tflite``.
+
+    Args:
+        run: a :class:`labtf.run.Run`.
+        path: output folder.
+        quantize: ``none`` (float32), ``float16`` or ``int8`` (full integer).
+        io_type: ``float32``, ``uint8`` or ``int8`` input/output (int8 only).
+        calibration_images: train-split images for int8 calibration.
+        with_cam: include the CAM output.
+        overwrite: replace an existing file.
+
+    Returns:
+        The .tflite path.
+
+    Raises:
+        LabtfError: the file exists, bad options, or conversion failed.
+    """
+    from labtf.export_model import build_export_model
+
+    target = Path(path) / artifact_name(quantize, with_cam)
+    check_target(target, overwrite)
+    meta = run.meta
+    size, mode = int(meta["image_size"]), meta.get("resize", "crop")
+    representative = None
+    if quantize == "int8":
+        samples = split_samples(run, "train", calibration_images)
+        representative, _ = load_images(samples, size, mode)
+        log.info("int8 calibration on %d train images", len(representative))
+    export_model = build_export_model(run.load_model(), meta.get("cam_layer"), with_cam=with_cam)
+    flat = convert(export_model, size, quantize, io_type, representative)
+    info = run_meta(run, "tflite", quantize=quantize, io_type=io_type, with_cam=with_cam)
+    write_bytes(target, embed(flat, run.classes, info), overwrite=overwrite)
+    log.info("TF-Lite written: %s (%.1f MB)", target, target.stat().st_size / 1e6)
+    return target

@@ -1,0 +1,138 @@
+"""The deployment model: probabilities plus an on-device class activation map.
+
+For labtf's head (GAP -> dropout -> Dense ``logits``) the logit of class c is
+``b_c + mean_hw(sum_k w_kc A_k)``, so the class activation map of Zhou et al.
+(2016), ``CAM_c = sum_k w_kc A_k``, needs no gradients: it is one 1x1
+projection of the CAM layer's feature maps by the ``logits`` kernel. Grad-CAM
+of the logit weights the maps by ``mean_hw(d logit_c / d A_k) = w_kc / (h w)``,
+so after ReLU and per-image max normalisation the two maps are identical (up
+to float round-off). :func:`build_export_model` puts that map for the top class
+into the forward graph (``keras.ops`` only), :func:`grad_cam` is the GradientTape
+reference it is checked against.
+"""
+from __future__ import annotations
+
+import logging
+
+import keras
+import numpy as np
+from keras import ops
+
+from labtf.errors import LabtfError
+from labtf.model import GAP, LOGITS
+
+log = logging.getLogger(__name__)
+
+#: Output names of the export model (every artifact keeps them).
+PROBS_OUT, CAM_OUT = "probabilities", "cam"
+
+
+class TopClassCAM(keras.layers.Layer):
+    """CAM of the top class from feature maps, ReLU'd and scaled to [0, 1] per image.
+
+    The ``logits`` kernel is copied in as a constant weight (an export is a
+    snapshot). The top class is chosen with ``probs == max(probs)`` rather than
+    argmax, which lowers to plain comparisons in every runtime (TF-Lite int8,
+    ONNX, TensorRT); exact ties average their maps.
+    """
+
+    def __init__(self, kernel: np.ndarray, eps: float = 1e-12, **kwargs) -> None:
+        super().__init__(**kwargs)
+        kernel = np.asarray(kernel, np.float32)
+        self.kernel = self.add_weight(shape=kernel.shape, initializer="zeros", trainable=False,
+                                      name="cam_kernel", dtype="float32")
+        self.kernel.assign(kernel)
+        self.eps = float(eps)
+
+    def call(self, features, probs):
+        features = ops.cast(features, "float32")
+        maps = ops.einsum("nhwk,kc->nhwc", features, self.kernel)
+        top = ops.cast(ops.equal(probs, ops.max(probs, axis=-1, keepdims=True)), "float32")
+        top = top / ops.sum(top, axis=-1, keepdims=True)
+        cam = ops.relu(ops.sum(maps * top[:, None, None, :], axis=-1))
+        return cam / (ops.max(cam, axis=(1, 2), keepdims=True) + self.eps)
+
+
+def _feature_layer(model: keras.Model, cam_layer: str | None):
+    """The CAM layer by name, or the layer feeding the GAP."""
+    if cam_layer:
+        try:
+            return model.get_layer(cam_layer)
+        except ValueError:
+            raise LabtfError(f"model has no layer '{cam_layer}' (run.json cam_layer)") from None
+    return model.get_layer(GAP).input._keras_history.operation
+
+
+def build_export_model(model: keras.Model, cam_layer: str | None = None,
+                       with_cam: bool = True) -> keras.Model:
+    """Wrap a trained classifier into the deployment model.
+
+    Args:
+        model: labtf classifier (input ``image`` 0..255, head ``gap``/``logits``).
+        cam_layer: last convolutional feature layer (``run.meta['cam_layer']``).
+        with_cam: add the ``cam`` output (False: probabilities only, for latency
+            comparisons).
+
+    Returns:
+        A functional model ``image -> {"probabilities": (N, C), "cam": (N, h, w)}``.
+
+    Raises:
+        LabtfError: the model lacks the GAP -> Dense head or the CAM layer.
+    """
+    try:
+        dense = model.get_layer(LOGITS)
+        model.get_layer(GAP)
+    except ValueError:
+        raise LabtfError("model has no 'gap' -> 'logits' head; only labtf classifiers export "
+                         "with an on-device CAM") from None
+    probs = model.output
+    outputs = {PROBS_OUT: probs}
+    if with_cam:
+        features = _feature_layer(model, cam_layer).output
+        cam = TopClassCAM(ops.convert_to_numpy(dense.kernel), name="top_class_cam")(features, probs)
+        outputs[CAM_OUT] = cam
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_export")
+
+
+def grad_cam(model: keras.Model, images: np.ndarray, cam_layer: str | None = None,
+             class_index: np.ndarray | None = None, batch_size: int = 16) -> np.ndarray:
+    """Reference Grad-CAM (Selvaraju et al.) of the logit, with a GradientTape.
+
+    Args:
+        model: labtf classifier.
+        images: float32 (N, S, S, 3) in 0..255.
+        cam_layer: feature layer name.
+        class_index: class per image; ``None`` uses the model's top class.
+        batch_size: images per tape.
+
+    Returns:
+        float32 (N, h, w): ReLU'd, scaled to [0, 1] per image (all zero when
+        nothing is positive).
+    """
+    import tensorflow as tf
+
+    feat_layer = _feature_layer(model, cam_layer)
+    probe = keras.Model(model.inputs, [feat_layer.output, model.get_layer(LOGITS).output])
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = tf.convert_to_tensor(images[start:start + batch_size], tf.float32)
+        with tf.GradientTape() as tape:
+            feats, logits = probe(x, training=False)
+            feats = tf.cast(feats, tf.float32)
+            idx = (tf.argmax(logits, -1) if class_index is None
+                   else tf.convert_to_tensor(class_index[start:start + batch_size]))
+            score = tf.reduce_sum(tf.gather(logits, idx, axis=1, batch_dims=1))
+        grads = tape.gradient(score, feats)
+        alpha = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        cam = tf.nn.relu(tf.reduce_sum(alpha * feats, -1)).numpy()
+        peak = cam.max(axis=(1, 2), keepdims=True)
+        out.append(np.where(peak > 0, cam / np.maximum(peak, 1e-30), 0.0).astype(np.float32))
+    return np.concatenate(out) if out else np.zeros((0, 1, 1), np.float32)
+
+
+def pearson_r(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two maps; NaN when either is constant."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    a, b = a - a.mean(), b - b.mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else float("nan")

@@ -1,0 +1,123 @@
+"""Faithfulness metrics: deletion/insertion on a planted-object model, randomization, masks."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import cli
+
+
+def _planted_model(size: int = 32):
+    """Class 1 logit = 8 x mean redness of the top-left quarter; class 0 logit = 0."""
+    import keras
+    from keras import ops
+
+    inp = keras.Input((size, size, 3))
+    q = size // 2
+    red = keras.layers.Lambda(
+        lambda x: ops.mean(x[:, :q, :q, 0] - x[:, :q, :q, 1], axis=(1, 2), keepdims=False))(inp)
+    logit = keras.layers.Lambda(lambda r: ops.stack([ops.zeros_like(r), 8.0 * r / 255.0], -1))(red)
+    return keras.Model(inp, keras.layers.Activation("softmax")(logit))
+
+
+def test_oracle_map_beats_random_on_planted_object_model():
+    from labtf.explain.faithfulness import auc, deletion_insertion
+
+    size, q = 32, 16
+    model = _planted_model(size)
+    predict = lambda x: np.asarray(model(x))  # noqa: E731
+    rng = np.random.default_rng(0)
+    oracle = np.zeros((size, size), np.float32)
+    oracle[:q, :q] = 1.0
+    oracle += rng.random((size, size)).astype(np.float32) * 1e-3  # break ties inside/outside
+    scores = {"oracle": [], "random": []}
+    for _ in range(4):
+        img = rng.uniform(100, 140, (size, size, 3)).astype(np.float32)
+        img[:q, :q, 0], img[:q, :q, 1] = 250, 20  # the planted red object
+        assert predict(img[None])[0, 1] > 0.99
+        for name, m in (("oracle", oracle), ("random", rng.random((size, size)))):
+            d, i = deletion_insertion(predict, img, m, 1, steps=16)
+            scores[name].append((auc(d), auc(i)))
+    o, r = np.mean(scores["oracle"], axis=0), np.mean(scores["random"], axis=0)
+    assert o[0] < r[0] - 0.2, (o, r)  # deletion: oracle kills the class much sooner
+    assert o[1] > r[1] + 0.2, (o, r)  # insertion: oracle restores it much sooner
+
+
+def test_auc_and_curve_endpoints():
+    from labtf.explain.faithfulness import auc
+
+    assert auc(np.ones(17)) == pytest.approx(1.0)
+    assert auc(np.linspace(0, 1, 5)) == pytest.approx(0.5)
+
+
+def test_pointing_game_tolerance_is_15_px():
+    from labtf.explain.faithfulness import mask_scores
+
+    mask = np.zeros((100, 100), bool)
+    mask[40:60, 40:60] = True
+    for peak_col, hit in ((74, True), (75, True), (76, False)):
+        m = np.zeros((100, 100), np.float32)
+        m[50, peak_col] = 1.0
+        assert mask_scores(m, mask)[0] is hit
+    m = np.zeros((100, 100), np.float32)
+    m[40:60, 40:50] = 1.0
+    m[0:20, 0:10] = 1.0
+    assert mask_scores(m, mask)[1] == pytest.approx(0.5)
+
+
+def test_randomization_restores_weights_and_flags_guided_backprop(trained_run):
+    from labtf.explain.core import Explainer
+    from labtf.explain.faithfulness import layer_groups, randomization_test
+    from labtf.manifest import read_manifest
+
+    ex = Explainer.from_run(trained_run)
+    paths = [s.path for s in read_manifest(trained_run.file("split.csv"), validate=False).samples
+             if s.split == "test"][:2]
+    x = np.stack([ex.load(p) for p in paths]).astype(np.float32)
+    before = [w.copy() for w in ex.logits_model.get_weights()]
+    targets = [int(i) for i in ex.predict(x).argmax(1)]
+    curves = randomization_test(ex, x, targets, ["gradcam", "guided"], seed=0)
+    groups = [g for g, _ in layer_groups(ex.logits_model)]
+    assert groups[0] == "logits" and groups[-1] == "stem"
+    assert [g for g, _ in curves["guided"]] == groups
+    for a, b in zip(before, ex.logits_model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(before, ex.guided_logits_model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # Adebayo et al.: guided backprop barely notices a re-drawn class layer
+    assert curves["guided"][0][1] > 0.9, curves["guided"][:3]
+
+
+def test_cli_explain_eval_with_masks(trained_run, tmp_path):
+    from labtf.explain.core import Explainer
+    from labtf.manifest import read_manifest
+
+    samples = [s for s in read_manifest(trained_run.file("split.csv"), validate=False).samples
+               if s.split == "test"][:3]
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for s in samples:  # the shapes are saturated colours on a grey-ish background
+        rgb = np.asarray(Image.open(s.path).convert("RGB")).astype(int)
+        obj = (rgb.max(-1) - rgb.min(-1)) > 90
+        Image.fromarray((obj * 255).astype(np.uint8)).save(masks / f"{Path(s.path).stem}.png")
+    out = tmp_path / "eval"
+    res = CliRunner().invoke(cli.main, [
+        "explain-eval", str(trained_run.path), "--methods", "gradcam,guided", "--limit", "3",
+        "--steps", "8", "--sanity-images", "1", "--masks", str(masks), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "| gradcam |" in res.output and "Cascading randomization" in res.output
+    data = json.loads((out / "explain_eval.json").read_text())
+    assert data["n_images"] == 3 and data["n_masks"] == 3
+    g = data["methods"]["gradcam"]
+    assert 0 <= g["deletion"] <= 1 and 0 <= g["insertion"] <= 1
+    assert 0 <= g["energy"] <= 1 and g["pointing"] in (0.0, 1 / 3, 2 / 3, 1.0)
+    assert isinstance(g["passes_randomization"], bool)
+    assert (out / "explain_eval.md").read_text().startswith("Faithfulness on 3 image(s)")
+    bad = CliRunner().invoke(cli.main, ["explain-eval", str(trained_run.path), "--methods", "x"])
+    assert bad.exit_code == 2 and "unknown method 'x'" in bad.output
+
