@@ -133,13 +133,21 @@ def predict(artifact, images, top_k, saliency):
         sys.exit(1)
 
 
+def _export_choices(field: str) -> list[str]:
+    """Choices from the exporters.FORMATS table (imports no TensorFlow)."""
+    from exporters import FORMATS
+
+    if field == "name":
+        return list(FORMATS)
+    return sorted({q for f in FORMATS.values() for q in f.quantize}, key=["none", "float16", "int8"].index)
+
+
 @main.command(name="export")
 @click.argument("run")
-@click.option("--format", "fmt", required=True,
-              type=click.Choice(["saved_model", "tflite", "onnx", "tensorrt"]),
+@click.option("--format", "fmt", required=True, type=click.Choice(_export_choices("name")),
               help="Artifact format (exporters.FORMATS).")
 @click.option("--quantize", default="none", show_default=True,
-              type=click.Choice(["none", "float16", "int8"]),
+              type=click.Choice(_export_choices("quantize")),
               help="tflite: none|float16|int8; tensorrt: float16|int8.")
 @click.option("--io-type", default="float32", show_default=True,
               type=click.Choice(["float32", "uint8", "int8"]), help="int8 tflite input/output type.")

@@ -39,7 +39,7 @@ def main() -> None:
         rows.append((seed, r, time.time() - t))
         print(f"seed {seed}: fine-tuned {100 * r['fine_tuned']:.2f}%  probe {100 * r['probe']:.2f}%",
               flush=True)
-    print(f"\n| seed | test images | labtf fine-tuned | linear probe | wall s |\n|---|---|---|---|---|")
+    print("\n| seed | test images | labtf fine-tuned | linear probe | wall s |\n|---|---|---|---|---|")
     for seed, r, dt in rows:
         print(f"| {seed} | {r['n_test']} | {100 * r['fine_tuned']:.2f}% | {100 * r['probe']:.2f}% "
               f"| {dt:.0f} |")

@@ -8,7 +8,10 @@ quantisation, source run). Read them with :func:`read_embedded` or
 ``unzip -l model.tflite``.
 
 Signature ``serving_default``: input ``image`` (N,S,S,3) float32 RGB 0..255
-(uint8/int8 with ``io_type``), outputs ``probabilities`` and ``cam``.
+(uint8/int8 with ``io_type``), outputs ``probabilities`` and ``cam``. In the
+full-integer model the CAM is the ReLU'd map before the per-image max scaling
+(``labtf.json`` says ``"cam_normalized": false``): an int8 DIV aborts when the
+map is all zero, so the reader (``TFLitePredictor``) divides by the max.
 """
 from __future__ import annotations
 
@@ -152,9 +155,12 @@ def export_tflite(run, path: str | Path, quantize: str = "none", io_type: str = 
         samples = split_samples(run, "train", calibration_images)
         representative, _ = load_images(samples, size, mode)
         log.info("int8 calibration on %d train images", len(representative))
-    export_model = build_export_model(run.load_model(), meta.get("cam_layer"), with_cam=with_cam)
+    normalize = quantize != "int8"   # int8 DIV aborts on an all-zero map: the reader scales it
+    export_model = build_export_model(run.load_model(), meta.get("cam_layer"), with_cam=with_cam,
+                                      normalize_cam=normalize)
     flat = convert(export_model, size, quantize, io_type, representative)
-    info = run_meta(run, "tflite", quantize=quantize, io_type=io_type, with_cam=with_cam)
+    info = run_meta(run, "tflite", quantize=quantize, io_type=io_type, with_cam=with_cam,
+                    cam_normalized=normalize)
     write_bytes(target, embed(flat, run.classes, info), overwrite=overwrite)
     log.info("TF-Lite written: %s (%.1f MB)", target, target.stat().st_size / 1e6)
     return target

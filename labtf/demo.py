@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 #: The demo's settings: EfficientNet-Lite0 with offline ImageNet weights.
 DEMO_SETTINGS = {"backbone": "efficientnet_lite0", "weights": "imagenet", "image_size": 224,
                  "batch_size": 32, "epochs": 20, "fine_tune_epochs": 10, "fine_tune_blocks": 2,
-                 "early_stopping_patience": 5}
+                 "early_stopping_patience": 5, "resize": "pad"}
 
 
 def embedded_dataset() -> Path:

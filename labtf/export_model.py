@@ -33,11 +33,16 @@ class TopClassCAM(keras.layers.Layer):
     The ``logits`` kernel is copied in as a constant weight (an export is a
     snapshot). The top class is chosen with ``probs == max(probs)`` rather than
     argmax, which lowers to plain comparisons in every runtime (TF-Lite int8,
-    ONNX, TensorRT); exact ties average their maps.
+    ONNX, TensorRT); exact ties average their maps (the max scaling makes the
+    sum and the mean the same map). ``normalize=False`` leaves out the final
+    division (full-integer TF-Lite: an int8 DIV aborts on an all-zero map), and
+    the runtime wrapper scales the map instead.
     """
 
-    def __init__(self, kernel: np.ndarray, eps: float = 1e-12, **kwargs) -> None:
+    def __init__(self, kernel: np.ndarray, eps: float = 1e-30, normalize: bool = True,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
+        self.normalize = bool(normalize)
         kernel = np.asarray(kernel, np.float32)
         self.kernel = self.add_weight(shape=kernel.shape, initializer="zeros", trainable=False,
                                       name="cam_kernel", dtype="float32")
@@ -48,9 +53,10 @@ class TopClassCAM(keras.layers.Layer):
         features = ops.cast(features, "float32")
         maps = ops.einsum("nhwk,kc->nhwc", features, self.kernel)
         top = ops.cast(ops.equal(probs, ops.max(probs, axis=-1, keepdims=True)), "float32")
-        top = top / ops.sum(top, axis=-1, keepdims=True)
         cam = ops.relu(ops.sum(maps * top[:, None, None, :], axis=-1))
-        return cam / (ops.max(cam, axis=(1, 2), keepdims=True) + self.eps)
+        if not self.normalize:
+            return cam
+        return cam / ops.maximum(ops.max(cam, axis=(1, 2), keepdims=True), self.eps)
 
 
 def _feature_layer(model: keras.Model, cam_layer: str | None):
@@ -64,7 +70,7 @@ def _feature_layer(model: keras.Model, cam_layer: str | None):
 
 
 def build_export_model(model: keras.Model, cam_layer: str | None = None,
-                       with_cam: bool = True) -> keras.Model:
+                       with_cam: bool = True, normalize_cam: bool = True) -> keras.Model:
     """Wrap a trained classifier into the deployment model.
 
     Args:
@@ -72,6 +78,7 @@ def build_export_model(model: keras.Model, cam_layer: str | None = None,
         cam_layer: last convolutional feature layer (``run.meta['cam_layer']``).
         with_cam: add the ``cam`` output (False: probabilities only, for latency
             comparisons).
+        normalize_cam: scale the CAM to [0, 1] in the graph (see TopClassCAM).
 
     Returns:
         A functional model ``image -> {"probabilities": (N, C), "cam": (N, h, w)}``.
@@ -89,9 +96,11 @@ def build_export_model(model: keras.Model, cam_layer: str | None = None,
     outputs = {PROBS_OUT: probs}
     if with_cam:
         features = _feature_layer(model, cam_layer).output
-        cam = TopClassCAM(ops.convert_to_numpy(dense.kernel), name="top_class_cam")(features, probs)
+        cam = TopClassCAM(ops.convert_to_numpy(dense.kernel), normalize=normalize_cam,
+                          name="top_class_cam")(features, probs)
         outputs[CAM_OUT] = cam
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_export")
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, outputs, name=f"{model.name}_export")
 
 
 def grad_cam(model: keras.Model, images: np.ndarray, cam_layer: str | None = None,
@@ -112,7 +121,8 @@ def grad_cam(model: keras.Model, images: np.ndarray, cam_layer: str | None = Non
     import tensorflow as tf
 
     feat_layer = _feature_layer(model, cam_layer)
-    probe = keras.Model(model.inputs, [feat_layer.output, model.get_layer(LOGITS).output])
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    probe = keras.Model(inputs, [feat_layer.output, model.get_layer(LOGITS).output])
     out = []
     for start in range(0, len(images), batch_size):
         x = tf.convert_to_tensor(images[start:start + batch_size], tf.float32)
@@ -128,6 +138,13 @@ def grad_cam(model: keras.Model, images: np.ndarray, cam_layer: str | None = Non
         peak = cam.max(axis=(1, 2), keepdims=True)
         out.append(np.where(peak > 0, cam / np.maximum(peak, 1e-30), 0.0).astype(np.float32))
     return np.concatenate(out) if out else np.zeros((0, 1, 1), np.float32)
+
+
+def normalize_maps(cam: np.ndarray) -> np.ndarray:
+    """ReLU and scale each map (N, h, w) to [0, 1]; all-zero maps stay zero."""
+    cam = np.maximum(np.asarray(cam, np.float32), 0.0)
+    peak = cam.max(axis=(1, 2), keepdims=True)
+    return np.where(peak > 0, cam / np.maximum(peak, 1e-30), 0.0).astype(np.float32)
 
 
 def pearson_r(a: np.ndarray, b: np.ndarray) -> float:

@@ -90,6 +90,6 @@ def load_index(data: str, seed: int = 0, test_fraction: float = 0.18, val_fracti
         root = path
     if all(s.split for s in index.samples):
         return index
-    target = Path(split_file) if split_file else default_split_file(root, seed, test_fraction,
-                                                                   val_fraction)
+    target = Path(split_file) if split_file else \
+        default_split_file(root, seed, test_fraction, val_fraction)
     return apply_split(index, target, test_fraction, val_fraction, seed)

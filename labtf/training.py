@@ -76,7 +76,7 @@ def _best(history: keras.callbacks.History | None, monitor: str, prior: float | 
     return max(vals) if vals else None
 
 
-def _compile(model: keras.Model, lr: float, smoothing: float, n: int) -> None:
+def _compile(model: keras.Model, lr: float, smoothing: float) -> None:
     model.compile(optimizer=keras.optimizers.Adam(lr),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=smoothing),
                   metrics=["accuracy"])
@@ -147,12 +147,11 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
             model.load_weights(out / BEST)
             unfreeze_top(model, spec, config.fine_tune_blocks)
         with scope():
-            _compile(model, lr, config.label_smoothing, len(index.classes))
+            _compile(model, lr, config.label_smoothing)
         log.info("stage %d: %d epoch(s) at lr %g", stage, epochs, lr)
+        callbacks = _callbacks(out, stage, monitor, config.early_stopping_patience, state["best"])
         hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
-                         verbose=verbose, shuffle=False, callbacks=_callbacks(out, stage, monitor,
-                                                               config.early_stopping_patience,
-                                                               state["best"]))
+                         verbose=verbose, shuffle=False, callbacks=callbacks)
         state = {"done": state["done"] + [stage], "best": _best(hist, monitor, state["best"])}
         write_json(state_file, state)
     model.load_weights(out / BEST)
@@ -163,7 +162,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
     history = _merge_history(out)
     plot_history(history, out / "history.png")
     write_json(out / "run.json", {
-        "backbone": spec.name, "image_size": size, "resize": config.resize,"cam_layer": cam_layer_name(model, spec),
+        "backbone": spec.name, "image_size": size, "resize": config.resize,
+        "cam_layer": cam_layer_name(model, spec),
         "preprocessing": spec.preprocessing, "weights": config.weights,
         "num_classes": len(index.classes), "n_train": len(train_s), "n_val": len(val_s),
         "n_test": len(index.subset("test")), "skipped": [p for p, _ in index.skipped],
@@ -171,6 +171,15 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
         "backend": keras.backend.backend(), "best_" + monitor: state["best"]})
     log.info("run saved to %s", out)
     return Run(out)
+
+
+def _is_num(value: str | None) -> bool:
+    """True for a CSVLogger cell holding a number (it writes 'NA' for missing values)."""
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _merge_history(out: Path) -> list[dict]:
@@ -186,7 +195,7 @@ def _merge_history(out: Path) -> list[dict]:
             for row in csv.DictReader(fh):
                 epoch += 1
                 rows.append({"epoch": epoch, "stage": stage,
-                             **{k: float(v) for k, v in row.items() if k != "epoch" and v}})
+                             **{k: float(v) for k, v in row.items() if k != "epoch" and _is_num(v)}})
     keys = ["epoch", "stage"] + sorted({k for r in rows for k in r} - {"epoch", "stage"})
     lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in rows]
     from labtf.run import write_text

@@ -36,8 +36,8 @@ def test_animated_gif_first_frame(tmp_path):
     assert arr[0, 0, 0] > 200 and arr[0, 0, 2] < 50
 
 
-@pytest.mark.parametrize("content,reason", [(b"", "empty"), (b"hello world", "not an image"),
-                                           (None, "corrupt")])
+@pytest.mark.parametrize("content,reason", [
+    (b"", "empty"), (b"hello world", "not an image"), (None, "corrupt")])
 def test_bad_files_named(tmp_path, content, reason):
     path = tmp_path / "bad.jpg"
     if content is None:

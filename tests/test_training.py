@@ -93,3 +93,14 @@ def test_killed_run_resumes(tmp_path, shared_data):
     assert epochs[:done] == list(range(done)) and epochs[done] in (done - 1, done)
     assert epochs[-1] == 29 and len(epochs) <= 31
     assert json.loads((out / "state.json").read_text())["done"] == [1, 2]
+
+
+def test_history_merge_skips_na_cells(tmp_path):
+    from labtf.training import _merge_history
+
+    (tmp_path / "history_stage1.csv").write_text("epoch,accuracy,loss,val_loss\n0,0.5,1.2,NA\n1,0.7,0.9,\n")
+    (tmp_path / "history_stage2.csv").write_text("epoch,accuracy,loss,val_loss\n0,0.8,0.6,0.7\n")
+    rows = _merge_history(tmp_path)
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and [r["stage"] for r in rows] == [1, 1, 2]
+    assert "val_loss" not in rows[0] and rows[2]["val_loss"] == 0.7
+    assert (tmp_path / "history.csv").read_text().splitlines()[0] == "epoch,stage,accuracy,loss,val_loss"

@@ -127,7 +127,7 @@ def build_alexnet(
         (256, 3, 1, 1, False),
         (256, 3, 1, 1, False),
     ]
-    x, inputs = backbone_inputs(input_shape, input_tensor)
+    inputs, x = backbone_inputs(input_shape, input_tensor)
     for i, (filters, kernel, stride, pad, pool) in enumerate(specs, start=1):
         last = i == len(specs)
         x = layers.ZeroPadding2D(pad, name=f"conv{i}_pad")(x)
@@ -228,7 +228,7 @@ def build_googlenet(
     _check_weights(weights, "build_googlenet")
     _spatial_dims(input_shape)
     bn = use_batchnorm
-    x, inputs = backbone_inputs(input_shape, input_tensor)
+    inputs, x = backbone_inputs(input_shape, input_tensor)
     x = _conv_bn(x, 64, 7, "conv1", strides=2, use_batchnorm=bn)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
     x = _conv_bn(x, 64, 1, "conv2_reduce", use_batchnorm=bn)

@@ -32,6 +32,7 @@ import keras
 from keras import layers
 
 from labtf.backbones.imagenet_preprocess import NORMALIZATION as _NORM_TABLE
+from labtf.backbones.inputs import backbone_inputs
 from labtf.errors import LabtfError
 
 #: ``(mean, std)`` in 0..255 units applied per channel before the network.
@@ -127,31 +128,6 @@ def _mbconv(x: Any, prefix: str, filters_in: int, filters_out: int, kernel: int,
     return x
 
 
-def model_inputs(input_shape: tuple, input_tensor: Any | None) -> tuple[Any, Any]:
-    """``(model inputs, first tensor)`` from an input shape or an existing Keras tensor.
-
-    Args:
-        input_shape: ``(H, W, 3)``, used when ``input_tensor`` is None.
-        input_tensor: A Keras tensor ``(None, H, W, 3)`` to build on (as in
-            ``keras.applications``); the model then starts at its source inputs.
-
-    Returns:
-        The inputs for ``keras.Model`` and the tensor the network starts from.
-
-    Raises:
-        LabtfError: If the shape is not ``(H, W, 3)``.
-    """
-    if input_tensor is not None:
-        shape = tuple(input_tensor.shape[1:])
-        if len(shape) != 3 or shape[-1] != 3:
-            raise LabtfError(f"the backbone needs an (H, W, 3) input, got {shape}")
-        return keras.utils.get_source_inputs(input_tensor), input_tensor
-    if len(tuple(input_shape)) != 3 or input_shape[-1] != 3:
-        raise LabtfError(f"the backbone needs an (H, W, 3) input shape, got {input_shape}")
-    inputs = keras.Input(shape=tuple(input_shape), name="input")
-    return inputs, inputs
-
-
 def build_efficientnet_lite(variant: int, input_shape: tuple[int | None, int | None, int] = (
         None, None, 3), include_top: bool = False, drop_connect_rate: float = _DROP_CONNECT,
         name: str | None = None, input_tensor: Any | None = None) -> keras.Model:
@@ -177,7 +153,7 @@ def build_efficientnet_lite(variant: int, input_shape: tuple[int | None, int | N
         LabtfError: For an unknown variant or a bad input shape.
     """
     stages = lite_stages(variant)
-    inputs, x = model_inputs(input_shape, input_tensor)
+    inputs, x = backbone_inputs(input_shape, input_tensor)
     x = layers.Conv2D(_STEM_FILTERS, 3, strides=2, padding="same", use_bias=False,
                       name="stem_conv")(x)
     x = _bn("stem_bn")(x)

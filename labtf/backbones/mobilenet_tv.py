@@ -28,7 +28,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from labtf.backbones.efficientnet_lite import model_inputs
+from labtf.backbones.inputs import backbone_inputs
 from labtf.backbones.imagenet_preprocess import NORMALIZATION as _NORM_TABLE
 
 #: ``(mean, std)`` in 0..255 units applied per channel before the network.
@@ -95,7 +95,7 @@ def build_mobilenet_v2_tv(input_shape: tuple[int | None, int | None, int] = (Non
     Raises:
         LabtfError: For a bad input shape.
     """
-    inputs, x = model_inputs(input_shape, input_tensor)
+    inputs, x = backbone_inputs(input_shape, input_tensor)
     x = layers.ZeroPadding2D(1, name="stem_pad")(x)
     x = layers.Conv2D(_STEM_FILTERS, 3, strides=2, padding="valid", use_bias=False,
                       name="stem_conv")(x)

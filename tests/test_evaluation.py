@@ -1,0 +1,43 @@
+import json
+
+import numpy as np
+import pytest
+
+from labtf.errors import LabtfError
+from labtf.evaluation import compute_metrics, confusion_table, evaluate
+
+
+def test_metrics_by_hand():
+    classes = ["a", "b", "c"]
+    y = np.array([0, 0, 0, 1, 1, 2])
+    probs = np.array([[.8, .1, .1], [.2, .7, .1], [.5, .4, .1],
+                      [.1, .8, .1], [.6, .1, .3], [.1, .2, .7]])
+    m = compute_metrics(y, probs, classes, k=2)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["top_k"] == 2 and m["top_k_accuracy"] == pytest.approx(5 / 6)  # [.6,.1,.3] misses b
+    assert m["confusion_matrix"] == [[2, 1, 0], [1, 1, 0], [0, 0, 1]]
+    assert m["per_class"]["a"] == pytest.approx(
+        {"n": 3, "accuracy": 2 / 3, "precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3})
+    assert m["per_class"]["b"]["precision"] == pytest.approx(0.5)
+
+
+def test_poster_layout():
+    rows = confusion_table(np.array([[74, 1], [5, 64]]), ["lyophilizer/dryer", "bioreactor"])
+    assert rows[0] == ["Object", "Class", "# Test Images", "1", "2", "Class Acc. (%)"]
+    assert rows[1] == ["lyophilizer/dryer", "1", "75", "74", "1", "98.67"]
+    assert rows[-1][0] == "TOTAL" and rows[-1][2] == "144" and rows[-1][-1] == "95.83"
+
+
+def test_evaluate_on_other_data(trained_run, shared_data, tmp_path):
+    m = evaluate(trained_run, str(shared_data))
+    assert m["n_test"] == 60 and m["source"] == str(shared_data)
+    saved = json.loads(trained_run.file("metrics.json").read_text())
+    assert saved["n_test"] == 60
+    evaluate(trained_run)  # restore the test-split metrics for other tests
+    (tmp_path / "zebra").mkdir()
+    (tmp_path / "red_disc").mkdir()
+    for d in ("zebra", "red_disc"):
+        src = sorted((shared_data / "red_disc").iterdir())[0]
+        (tmp_path / d / src.name).write_bytes(src.read_bytes())
+    with pytest.raises(LabtfError, match="'zebra'.*not trained on"):
+        evaluate(trained_run, str(tmp_path))
