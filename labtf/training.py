@@ -150,9 +150,11 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
             _compile(model, lr, config.label_smoothing)
         log.info("stage %d: %d epoch(s) at lr %g", stage, epochs, lr)
         callbacks = _callbacks(out, stage, monitor, config.early_stopping_patience, state["best"])
+        t_stage = time.time()
         hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
                          verbose=verbose, shuffle=False, callbacks=callbacks)
-        state = {"done": state["done"] + [stage], "best": _best(hist, monitor, state["best"])}
+        state = {"done": state["done"] + [stage], "best": _best(hist, monitor, state["best"]),
+                 "fit_seconds": state.get("fit_seconds", 0.0) + time.time() - t_stage}
         write_json(state_file, state)
     model.load_weights(out / BEST)
     tmp = out / ".model.tmp.keras"
@@ -167,7 +169,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
         "preprocessing": spec.preprocessing, "weights": config.weights,
         "num_classes": len(index.classes), "n_train": len(train_s), "n_val": len(val_s),
         "n_test": len(index.subset("test")), "skipped": [p for p, _ in index.skipped],
-        "train_seconds": round(time.time() - t0, 1), "keras": keras.__version__,
+        "train_seconds": round(time.time() - t0, 1),
+        "fit_seconds": round(state.get("fit_seconds", 0.0), 1), "keras": keras.__version__,
         "backend": keras.backend.backend(), "best_" + monitor: state["best"]})
     log.info("run saved to %s", out)
     return Run(out)
