@@ -155,4 +155,3 @@ def write_parity(out: str | Path, report: dict) -> Path:
             if keras_ms else "")
     write_text(out / "parity.md", "# Export parity vs Keras\n\n" + markdown_table(reports) + note)
     return path
-
