@@ -1,0 +1,179 @@
+"""Collect a labelled image dataset from image-search providers, reproducibly.
+
+``collect(keywords, out)``: a keywords file (class -> search queries) ->
+providers (:mod:`labtf.collect.providers`) -> candidate list
+(``out/candidates.jsonl``, reused on resume) -> downloader
+(:mod:`labtf.collect.download`) -> ``out/images/<class>/`` plus the ledger
+``out/manifest.jsonl`` (source URL, provider, licence, sha256, status per image)
+and the counts in ``out/report.json`` / ``report.md``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from labtf.collect.download import Downloader
+from labtf.collect.http import HttpClient
+from labtf.collect.ledger import LEDGER_NAME, Ledger
+from labtf.collect.providers import PROVIDERS, Candidate, make_provider, register_provider
+from labtf.errors import LabtfError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["collect", "load_keywords", "PROVIDERS", "register_provider", "Candidate",
+           "DEFAULT_KEYWORDS", "LEDGER_NAME"]
+
+#: The poster's 15 lab-apparatus classes with search queries.
+DEFAULT_KEYWORDS = Path(__file__).resolve().parents[2] / "datasets" / "lab_apparatus_keywords.json"
+CANDIDATES_NAME = "candidates.jsonl"
+
+
+def load_keywords(path: str | os.PathLike) -> dict[str, list[str]]:
+    """Read a keywords file: JSON ``{"classes": {label: [query, ...]}}`` (or a bare mapping),
+    or text lines ``label: query; query``.
+
+    Raises:
+        LabtfError: missing file, bad syntax, bad class name or a class without queries.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LabtfError(f"keywords file {path} does not exist; pass a JSON file "
+                         '{"classes": {"label": ["query", ...]}}')
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LabtfError(f"keywords file {path}: invalid JSON ({exc})") from None
+        classes = data.get("classes", data) if isinstance(data, dict) else None
+        if not isinstance(classes, dict):
+            raise LabtfError(f"keywords file {path}: expected an object of label -> list of queries")
+    else:
+        classes = {}
+        for i, line in enumerate(text.splitlines(), start=1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            if ":" not in line:
+                raise LabtfError(f"keywords file {path} line {i}: expected 'label: query; query'")
+            label, queries = line.split(":", 1)
+            classes[label.strip()] = [q.strip() for q in queries.split(";") if q.strip()]
+    out = {}
+    for label, queries in classes.items():
+        if isinstance(queries, str):
+            queries = [queries]
+        if not label or "/" in label or label.startswith(".") or label in ("rejected",):
+            raise LabtfError(f"keywords file {path}: '{label}' is not usable as a class folder name")
+        if not queries or not all(isinstance(q, str) and q.strip() for q in queries):
+            raise LabtfError(f"keywords file {path}: class '{label}' needs at least one query")
+        out[label] = [q.strip() for q in queries]
+    if not out:
+        raise LabtfError(f"keywords file {path} lists no classes")
+    return out
+
+
+def _write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for r in rows:
+                fh.write(json.dumps(r, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def gather_candidates(keywords: dict[str, list[str]], providers: list, per_class: int,
+                      out: Path, refresh: bool = False) -> list[tuple[str, Candidate]]:
+    """Search every class with every provider; cache the list in ``out/candidates.jsonl``.
+
+    A URL found for several classes is kept once, for the first class.
+
+    Returns:
+        (label, candidate) pairs in a stable order.
+    """
+    cache = out / CANDIDATES_NAME
+    if cache.is_file() and not refresh:
+        rows = [json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines() if line]
+        log.info("reusing %d candidate(s) from %s (--refresh-search to search again)", len(rows), cache)
+        return [(r.pop("label"), Candidate(**r)) for r in rows]
+    jobs, seen = [], set()
+    for label, queries in keywords.items():
+        for prov in providers:
+            n = 0
+            for c in prov.candidates(label, queries, per_class):
+                n += 1
+                if c.url not in seen:
+                    seen.add(c.url)
+                    jobs.append((label, c))
+            log.info("search: %s via %s: %d candidate(s)", label, prov.name, n)
+    _write_jsonl_atomic(cache, [{"label": lab, **c.__dict__} for lab, c in jobs])
+    return jobs
+
+
+def collect(keywords_file: str | os.PathLike, out: str | os.PathLike,
+            providers: tuple[str, ...] = ("openverse",), per_class: int = 600,
+            base_urls: dict[str, str] | None = None, urls_file: str | None = None,
+            workers: int = 8, timeout: float = 10.0, retries: int = 3, backoff: float = 0.5,
+            rate_per_host: float = 4.0, max_bytes: int = 20 << 20, refresh_search: bool = False,
+            retry_failed: bool = False, classes: list[str] | None = None) -> dict:
+    """Search, download and record a dataset (resumable: run it again to continue).
+
+    Args:
+        keywords_file: class -> queries (see :func:`load_keywords`).
+        out: workspace folder (``images/``, ``manifest.jsonl``, ``candidates.jsonl``, report).
+        providers: registry names (``openverse``, ``wikimedia``, ``urls``).
+        per_class: candidates per class and provider.
+        base_urls: provider name -> API base URL override (mirrors, tests).
+        urls_file: URL list for the ``urls`` provider.
+        workers, timeout, retries, backoff, rate_per_host, max_bytes: downloader limits.
+        refresh_search: search again instead of reusing ``candidates.jsonl``.
+        retry_failed: try failed URLs again.
+        classes: only these classes of the keywords file.
+
+    Returns:
+        The collect step's counts (also written to the report).
+
+    Raises:
+        LabtfError: bad keywords file, unknown provider or class.
+    """
+    from labtf.curate.report import record_step
+
+    out = Path(out)
+    keywords = load_keywords(keywords_file)
+    if classes:
+        unknown = [c for c in classes if c not in keywords]
+        if unknown:
+            raise LabtfError(f"class '{unknown[0]}' is not in {keywords_file}; "
+                             f"known: {', '.join(keywords)}")
+        keywords = {c: keywords[c] for c in classes}
+    client = HttpClient(timeout=timeout, retries=retries, backoff=backoff,
+                        rate_per_host=rate_per_host, max_bytes=max_bytes)
+    base_urls = base_urls or {}
+    provs = [make_provider(p, client, base_urls.get(p), path=urls_file) for p in providers]
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = gather_candidates(keywords, provs, per_class, out, refresh_search)
+    ledger = Ledger(out / LEDGER_NAME)
+    dl = Downloader(out / "images", ledger, client, workers=workers, retry_failed=retry_failed)
+    dl.run(jobs)
+    state = ledger.latest()
+    status = Counter(r.get("status") for r in state.values())
+    per_class_ok = Counter(r.get("label") for r in state.values() if r.get("status") == "ok")
+    failures = Counter((r.get("error") or "").split(" (after")[0].split(":")[0]
+                       for r in state.values() if r.get("status") == "failed")
+    counts = {"before": len(jobs), "after": status["ok"] + status["rejected"],
+              "candidates": len(jobs), "ok": status["ok"], "duplicate": status["duplicate"],
+              "failed": status["failed"], "pending": len(jobs) - sum(status.values()),
+              "failure_reasons": dict(failures.most_common(10)),
+              "per_class": {c: per_class_ok.get(c, 0) for c in keywords},
+              "providers": list(providers)}
+    record_step(out, "collect", counts)
+    log.info("collect: %d candidate(s) -> %d image(s) kept, %d duplicate, %d failed",
+             len(jobs), status["ok"], status["duplicate"], status["failed"])
+    return counts

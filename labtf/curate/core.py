@@ -1,0 +1,257 @@
+"""The curate step: filter unusable images, find near-duplicate groups, write review pages.
+
+Outputs in ``WORK/curation/``: ``groups.json`` (near-duplicate groups and pairs,
+read by the split) and ``review/index.html`` + one page per class. ``apply_rejections`` moves the
+files a person rejected to ``WORK/rejected/``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+
+from PIL import Image
+
+from labtf.collect.download import sha256_file
+from labtf.collect.ledger import LEDGER_NAME, Ledger
+from labtf.curate import phash
+from labtf.curate.report import _atomic_write, load_report, record_step
+from labtf.errors import LabtfError
+from labtf.images import is_image_name
+
+log = logging.getLogger(__name__)
+
+GROUPS_NAME = "groups.json"
+
+
+def workspace_images(work: str | os.PathLike) -> Path:
+    """``WORK/images``, checked.
+
+    Raises:
+        LabtfError: not a workspace.
+    """
+    images = Path(work) / "images"
+    if not images.is_dir():
+        raise LabtfError(f"{work} has no images/ folder; pass a 'labtf collect' output folder "
+                         "(or put class folders under WORK/images/)")
+    return images
+
+
+def list_images(images: Path) -> list[tuple[str, str]]:
+    """(path relative to the workspace, label) for every image file, sorted."""
+    out = []
+    for d in sorted(p for p in images.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for f in sorted(d.rglob("*")):
+            if f.is_file() and not f.name.startswith(".") and is_image_name(f):
+                out.append((f.relative_to(images.parent).as_posix(), d.name))
+    return out
+
+
+def quality_problem(path: Path, min_side: int, max_aspect: float) -> str | None:
+    """Why an image is unusable (``corrupt``, ``too_small``, ``extreme_aspect``) or None."""
+    try:
+        with Image.open(path) as img:
+            img.seek(0)
+            img.load()
+            w, h = img.size
+    except Exception:  # Pillow raises many types for bad files
+        return "corrupt"
+    if min(w, h) < min_side:
+        return "too_small"
+    if max(w, h) / max(1, min(w, h)) > max_aspect:
+        return "extreme_aspect"
+    return None
+
+
+def move_to_rejected(work: Path, rel: str, reason: str, ledger: Ledger,
+                     by_path: dict[str, dict]) -> str:
+    """Move ``WORK/rel`` to ``WORK/rejected/...`` (never overwriting) and record it.
+
+    Returns:
+        The new path relative to the workspace.
+    """
+    src = work / rel
+    parts = Path(rel).parts
+    dst = work / "rejected" / Path(*parts[1:])
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    k = 0
+    while dst.exists():
+        k += 1
+        dst = dst.with_name(f"{Path(parts[-1]).stem}_{k}{Path(parts[-1]).suffix}")
+    os.replace(src, dst)
+    new = dst.relative_to(work).as_posix()
+    local = {"url": f"file:{rel}", "provider": "local", "label": parts[1] if len(parts) > 1 else ""}
+    rec = dict(by_path.get(rel) or local)
+    if "sha256" not in rec:
+        rec["sha256"] = sha256_file(dst)
+    rec.pop("time", None)
+    rec.update(status="rejected", path=new, rejected_from=rel, reason=reason)
+    ledger.append(rec)
+    return new
+
+
+def _by_path(ledger: Ledger) -> dict[str, dict]:
+    return {r["path"]: r for r in ledger.latest().values() if r.get("status") == "ok" and r.get("path")}
+
+
+def curate(work: str | os.PathLike, min_side: int = 64, max_aspect: float = 4.0,
+           drop_duplicates: bool = False, review: bool = True,
+           thresholds: dict | None = None) -> dict:
+    """Filter, group near-duplicates and write the review pages.
+
+    Args:
+        work: collect workspace.
+        min_side: smallest accepted image side (px).
+        max_aspect: largest accepted long/short side ratio.
+        drop_duplicates: also move all but the largest image of each single-class
+            near-duplicate group to ``rejected/`` (cross-class groups are left for review).
+        review: write ``curation/review/*.html``.
+        thresholds: overrides for :func:`labtf.curate.phash.near_duplicate_pairs`.
+
+    Returns:
+        Counts of the filter and near-duplicate steps.
+
+    Raises:
+        LabtfError: not a workspace, or no images.
+    """
+    work = Path(work)
+    images = workspace_images(work)
+    ledger = Ledger(work / LEDGER_NAME)
+    by_path = _by_path(ledger)
+    items = list_images(images)
+    if not items:
+        raise LabtfError(f"{images} holds no images; run 'labtf collect' first")
+    before = len(items)
+    reasons: Counter = Counter()
+    kept = []
+    for rel, label in items:
+        why = quality_problem(work / rel, min_side, max_aspect)
+        if why:
+            reasons[why] += 1
+            move_to_rejected(work, rel, why, ledger, by_path)
+            log.info("rejected %s: %s", rel, why)
+        else:
+            kept.append((rel, label))
+    per_class = Counter(label for _, label in kept)
+    record_step(work, "filter", {"before": before, "after": len(kept), **{k: reasons.get(k, 0) for k in
+                ("corrupt", "too_small", "extreme_aspect")}, "min_side": min_side,
+                "max_aspect": max_aspect, "per_class": dict(sorted(per_class.items()))})
+    log.info("filter: %d -> %d image(s) (%s)", before, len(kept), dict(reasons) or "none rejected")
+
+    sigs = [phash.image_signature(work / rel) for rel, _ in kept]
+    pairs = phash.near_duplicate_pairs(sigs, **(thresholds or {}))
+    groups = phash.group_pairs(len(kept), pairs)
+    glist = []
+    for g, members in enumerate(groups.members):
+        labels = sorted({kept[i][1] for i in members})
+        glist.append({"group": g, "labels": labels, "cross_class": len(labels) > 1,
+                      "paths": [kept[i][0] for i in members]})
+    dropped = []
+    if drop_duplicates:
+        for grp in glist:
+            if grp["cross_class"]:
+                continue
+            sizes = []
+            for rel in grp["paths"]:
+                with Image.open(work / rel) as im:
+                    sizes.append((im.size[0] * im.size[1], rel))
+            keep = max(sizes)[1]
+            for _, rel in sorted(sizes):
+                if rel != keep:
+                    new = move_to_rejected(work, rel, "near_duplicate", ledger, by_path)
+                    dropped.append((rel, new))
+            grp["paths"] = [keep]
+        glist = [g for g in glist if len(g["paths"]) > 1]
+        gone = {rel for rel, _ in dropped}
+        kept = [k for k in kept if k[0] not in gone]
+    paths = [rel for rel, _ in kept] if not dropped else None
+    doc = {"thresholds": {"phash_max": phash.PHASH_MAX, "dhash_max": phash.DHASH_MAX,
+                          "strict_max": phash.STRICT_MAX, "ncc_min": phash.NCC_MIN,
+                          "colour_max": phash.COLOUR_MAX, **(thresholds or {})},
+           "groups": glist}
+    if paths is not None:
+        doc["pairs"] = [{"a": paths[i], "b": paths[j], "phash": dp, "dhash": dd, "ncc": v}
+                        for i, j, dp, dd, v in pairs]
+    (work / "curation").mkdir(exist_ok=True)
+    _atomic_write(work / "curation" / GROUPS_NAME, json.dumps(doc, indent=1) + "\n")
+    n_in = sum(len(g["paths"]) for g in glist)
+    cross = sum(g["cross_class"] for g in glist)
+    counts = {"before": len(kept) + len(dropped), "after": len(kept), "groups": len(glist),
+              "images_in_groups": n_in, "cross_class_groups": cross, "dropped": len(dropped),
+              "per_class": dict(sorted(Counter(label for _, label in kept).items()))}
+    record_step(work, "near_duplicates", counts)
+    log.info("near-duplicates: %d group(s) over %d image(s), %d across classes, %d moved",
+             len(glist), n_in, cross, len(dropped))
+    if review:
+        from labtf.curate.review import write_review_pages
+
+        index = write_review_pages(work, kept, glist)
+        log.info("review pages: %s", index)
+    return counts
+
+
+def read_list(path: str | os.PathLike) -> list[str]:
+    """Paths from an exported review list: JSON (``{"rejected": [...]}`` or a list) or text lines.
+
+    Raises:
+        LabtfError: missing or unreadable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LabtfError(f"rejection list {path} does not exist; export it from a review page")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LabtfError(f"rejection list {path}: invalid JSON ({exc})") from None
+        items = data.get("rejected") if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            raise LabtfError(f"rejection list {path}: expected {{\"rejected\": [paths]}}")
+        return [str(x) for x in items]
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def apply_rejections(work: str | os.PathLike, lists: list[str]) -> dict:
+    """Move every listed file (paths relative to the workspace) to ``rejected/``.
+
+    Already-moved files are skipped (so applying a list twice is harmless).
+
+    Returns:
+        Counts of the review step.
+
+    Raises:
+        LabtfError: a listed path is outside ``images/`` or unknown.
+    """
+    work = Path(work)
+    images = workspace_images(work)
+    ledger = Ledger(work / LEDGER_NAME)
+    by_path = _by_path(ledger)
+    already = {r.get("rejected_from") for r in ledger.latest().values() if r.get("status") == "rejected"}
+    wanted = [p for lst in lists for p in read_list(lst)]
+    before = len(list_images(images))
+    moved = skipped = 0
+    for rel in dict.fromkeys(wanted):
+        rel = Path(rel).as_posix()
+        if not rel.startswith("images/") or ".." in Path(rel).parts:
+            raise LabtfError(f"'{rel}' is not a path under images/ of {work}")
+        if not (work / rel).is_file():
+            if rel in already:
+                skipped += 1
+                continue
+            raise LabtfError(f"'{rel}' is not in {work}; was the list exported from this workspace?")
+        move_to_rejected(work, rel, "review", ledger, by_path)
+        moved += 1
+    after = list_images(images)
+    counts = {"before": before, "after": len(after), "rejected": moved, "already_rejected": skipped,
+              "per_class": dict(sorted(Counter(label for _, label in after).items()))}
+    old = load_report(work)["steps"].get("review")
+    if old:  # several review rounds: keep the first 'before' and add up the rejections
+        counts["before"] = old["before"]
+        counts["rejected"] += old.get("rejected", 0)
+    record_step(work, "review", counts)
+    log.info("review: moved %d file(s) to rejected/ (%d already there); %d image(s) left",
+             moved, skipped, len(after))
+    return counts

@@ -1,0 +1,224 @@
+"""Perceptual hashes (pHash, dHash) and near-duplicate grouping (numpy + Pillow + scipy).
+
+pHash: grey 32x32 -> 2-D DCT -> the 8x8 lowest frequencies -> bit = coefficient >
+median (64 bits). dHash: grey 9x8 -> bit = pixel brighter than its left
+neighbour (64 bits). Hashes alone confuse look-alike layouts (tricolour
+flags, white-background clipart), so hash candidates are verified by the
+correlation of small grey thumbnails (shift-tolerant, for slight crops) and a
+colour-layout distance; see :func:`near_duplicate_pairs`. Pairs are joined into
+groups with union-find, so a group may span classes (a mislabel or a shared image).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from scipy.fft import dctn
+
+from labtf.images import to_rgb
+
+log = logging.getLogger(__name__)
+
+#: Stage 1 (hash candidates): pHash <= P and dHash <= D, or either <= STRICT (bits of 64).
+PHASH_MAX = 18
+DHASH_MAX = 20
+STRICT_MAX = 6
+#: Stage 2 (verification): grey 24x24 thumbnails correlate >= NCC_MIN at the best shift of
+#: up to +-2 px, and the grey-world colour layouts differ by <= COLOUR_MAX.
+#: Tuned on planted copies (benchmarks/collect_bench.py).
+NCC_MIN = 0.92
+COLOUR_MAX = 30.0
+THUMB = 24
+SHIFT = 2
+
+
+def _grey(img: Image.Image) -> Image.Image:
+    return to_rgb(img).convert("L")
+
+
+def phash_bits(img: Image.Image, hash_size: int = 8, highfreq: int = 4) -> np.ndarray:
+    """pHash as a bool vector of ``hash_size**2`` bits."""
+    n = hash_size * highfreq
+    a = np.asarray(_grey(img).resize((n, n), Image.LANCZOS), dtype=np.float64)
+    low = dctn(a, type=2, norm="ortho")[:hash_size, :hash_size].ravel()
+    return low > np.median(low[1:])
+
+
+def dhash_bits(img: Image.Image, hash_size: int = 8) -> np.ndarray:
+    """dHash (horizontal gradient) as a bool vector of ``hash_size**2`` bits."""
+    a = np.asarray(_grey(img).resize((hash_size + 1, hash_size), Image.LANCZOS), dtype=np.int16)
+    return (a[:, 1:] > a[:, :-1]).ravel()
+
+
+def pack64(bits: np.ndarray) -> np.uint64:
+    """64 bools -> one uint64."""
+    return np.packbits(bits.astype(np.uint8)).view(">u8")[0].astype(np.uint64)
+
+
+def trim_border(img: Image.Image, tol: int = 36) -> Image.Image:
+    """Crop a uniform background border (>= 90% of the edge pixels within ``tol`` of its median)."""
+    rgb = to_rgb(img)
+    a = np.asarray(rgb, dtype=np.int16)
+    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    bg = np.median(border, axis=0)
+    if (np.abs(border - bg).max(axis=1) <= tol).mean() < 0.9:
+        return rgb
+    fg = np.abs(a - bg).max(axis=2) > tol
+    rows = np.nonzero(fg.mean(axis=1) > 0.01)[0]
+    cols = np.nonzero(fg.mean(axis=0) > 0.01)[0]
+    if len(rows) < 4 or len(cols) < 4:
+        return rgb
+    return rgb.crop((int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1))
+
+
+def colour_layout(rgb: Image.Image) -> np.ndarray:
+    """4x4 opponent-colour layout after grey-world normalisation (32 floats)."""
+    a = np.asarray(rgb.resize((4, 4), Image.BOX), dtype=np.float64)
+    a = a / (a.reshape(-1, 3).mean(0) + 1e-6) * 128
+    return np.stack([a[..., 0] - a[..., 1], (a[..., 0] + a[..., 1]) / 2 - a[..., 2]], -1).ravel()
+
+
+@dataclass
+class Signature:
+    """What near-duplicate detection keeps per image."""
+
+    phash: int
+    dhash: int
+    thumb: np.ndarray
+    colour: np.ndarray
+
+
+def signature(img: Image.Image) -> Signature:
+    """Hashes, grey thumbnail and colour layout of an image (border trimmed first)."""
+    t = trim_border(img)
+    n = THUMB + 2 * SHIFT
+    thumb = np.asarray(t.convert("L").resize((n, n), Image.BOX), dtype=np.float32)
+    return Signature(int(pack64(phash_bits(t))), int(pack64(dhash_bits(t))), thumb, colour_layout(t))
+
+
+def image_signature(path: str | os.PathLike) -> Signature:
+    """:func:`signature` of an image file.
+
+    Raises:
+        OSError, ValueError: unreadable image (callers filter those first).
+    """
+    with Image.open(path) as img:
+        img.seek(0)
+        img.load()
+        return signature(img)
+
+
+def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise Hamming distances between uint64 hash vectors, shape (len(a), len(b))."""
+    return np.bitwise_count(a[:, None] ^ b[None, :]).astype(np.uint8)
+
+
+def _best_ncc(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Best normalised correlation of i's centre against j's windows shifted by up to SHIFT px."""
+    n = THUMB
+    a = thumbs[i][:, SHIFT:SHIFT + n, SHIFT:SHIFT + n].reshape(len(i), -1)
+    a = a - a.mean(1, keepdims=True)
+    a /= np.linalg.norm(a, axis=1, keepdims=True) + 1e-6
+    best = np.full(len(i), -1.0, dtype=np.float32)
+    for dy in range(2 * SHIFT + 1):
+        for dx in range(2 * SHIFT + 1):
+            b = thumbs[j][:, dy:dy + n, dx:dx + n].reshape(len(j), -1)
+            b = b - b.mean(1, keepdims=True)
+            b /= np.linalg.norm(b, axis=1, keepdims=True) + 1e-6
+            best = np.maximum(best, (a * b).sum(1))
+    return best
+
+
+def near_duplicate_pairs(sigs: list[Signature], phash_max: int = PHASH_MAX,
+                         dhash_max: int = DHASH_MAX, strict_max: int = STRICT_MAX,
+                         ncc_min: float = NCC_MIN, colour_max: float = COLOUR_MAX,
+                         chunk: int = 1024) -> list[tuple[int, int, int, int, float]]:
+    """All pairs i < j that are near-duplicates (hash candidates, then verified).
+
+    Args:
+        sigs: one :class:`Signature` per image.
+        phash_max, dhash_max, strict_max: stage-1 Hamming thresholds (bits).
+        ncc_min, colour_max: stage-2 thresholds (``ncc_min`` <= 0 skips stage 2).
+        chunk: rows per block (memory bound: chunk * N bytes).
+
+    Returns:
+        (i, j, pHash distance, dHash distance, correlation) tuples.
+    """
+    if not sigs:
+        return []
+    p = np.array([s.phash for s in sigs], dtype=np.uint64)
+    d = np.array([s.dhash for s in sigs], dtype=np.uint64)
+    thumbs = np.stack([s.thumb for s in sigs])
+    colours = np.stack([s.colour for s in sigs])
+    out = []
+    for s in range(0, len(p), chunk):
+        dp = hamming_matrix(p[s:s + chunk], p)
+        dd = hamming_matrix(d[s:s + chunk], d)
+        hit = ((dp <= phash_max) & (dd <= dhash_max)) | (dp <= strict_max) | (dd <= strict_max)
+        ii, jj = np.nonzero(hit)
+        keep = ii + s < jj
+        ii, jj = ii[keep], jj[keep]
+        for k in range(0, len(ii), 4096):
+            bi, bj = ii[k:k + 4096], jj[k:k + 4096]
+            gi = bi + s
+            if ncc_min > 0:
+                ncc = _best_ncc(thumbs, gi, bj)
+                col = np.abs(colours[gi] - colours[bj]).mean(1)
+                ok = (ncc >= ncc_min) & (col <= colour_max)
+            else:
+                ncc, ok = np.ones(len(bi), dtype=np.float32), np.ones(len(bi), dtype=bool)
+            for a, b, c, v in zip(bi[ok], bj[ok], gi[ok], ncc[ok]):
+                out.append((int(c), int(b), int(dp[a, b]), int(dd[a, b]), round(float(v), 4)))
+    return out
+
+
+class UnionFind:
+    """Disjoint sets over 0..n-1 with path halving and union by size."""
+
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+        self.size = [1] * n
+
+    def find(self, x: int) -> int:
+        """Representative of x's set."""
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> None:
+        """Join the sets of a and b."""
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if self.size[ra] < self.size[rb]:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.size[ra] += self.size[rb]
+
+
+@dataclass
+class Groups:
+    """Near-duplicate groups: ``members[g]`` lists indices; ``of[i]`` is i's group (or -1)."""
+
+    members: list[list[int]]
+    of: list[int]
+
+
+def group_pairs(n: int, pairs: list[tuple[int, ...]]) -> Groups:
+    """Union-find the pairs into groups of 2+ items (singletons get group -1)."""
+    uf = UnionFind(n)
+    for i, j, *_ in pairs:
+        uf.union(i, j)
+    roots: dict[int, list[int]] = {}
+    for i in range(n):
+        roots.setdefault(uf.find(i), []).append(i)
+    members = sorted((m for m in roots.values() if len(m) > 1), key=lambda m: m[0])
+    of = [-1] * n
+    for g, m in enumerate(members):
+        for i in m:
+            of[i] = g
+    return Groups(members, of)

@@ -1,0 +1,175 @@
+"""labtf.curate: planted near-duplicates, filters, review page (headless chromium), apply, grouped split."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from labtf.collect.ledger import Ledger
+from labtf.curate import apply_rejections, curate, grouped_split
+from labtf.curate.phash import group_pairs, near_duplicate_pairs, signature
+from labtf.curate.planted import VARIANTS, make_variant, pair_scores
+from labtf.errors import LabtfError
+from labtf.manifest import read_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIPART = ROOT / "datasets" / "clipart"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def sources() -> list[Image.Image]:
+    import skimage.data as sd
+
+    out = [Image.fromarray(getattr(sd, n)()) for n in
+           ("astronaut", "coffee", "chelsea", "rocket", "camera", "horse", "coins", "brick", "retina")]
+    for d in sorted(CLIPART.iterdir()):
+        if d.is_dir():
+            out += [Image.open(p).convert("RGB") for p in sorted(d.glob("*.jpg"))[::6]]
+    return out
+
+
+def test_planted_near_duplicates_precision_recall():
+    rng = np.random.default_rng(0)
+    imgs, truth = [], []
+    for k, im in enumerate(sources()):
+        imgs.append(im.convert("RGB") if im.mode != "L" else im)
+        truth.append(k)
+        for v in VARIANTS:
+            imgs.append(make_variant(im, v, rng))
+            truth.append(k)
+    pairs = near_duplicate_pairs([signature(i) for i in imgs])
+    scores = pair_scores(group_pairs(len(imgs), pairs).of, truth)
+    print(f"planted near-duplicates: {len(imgs)} images, precision {scores['precision']:.3f}, "
+          f"recall {scores['recall']:.3f}")
+    assert scores["precision"] >= 0.9 and scores["recall"] >= 0.85, scores
+
+
+def make_workspace(tmp_path: Path) -> Path:
+    work = tmp_path / "work"
+    rng = np.random.default_rng(1)
+    for label in ("bird", "fruit", "vehicle"):
+        d = work / "images" / label
+        d.mkdir(parents=True)
+        for p in sorted((CLIPART / label).glob("*.jpg"))[:14]:
+            shutil.copy(p, d / p.name)
+    bird = sorted((work / "images" / "bird").glob("*.jpg"))
+    make_variant(Image.open(bird[0]), "resized", rng).save(work / "images/bird/copy_resized.jpg")
+    make_variant(Image.open(bird[0]), "cropped", rng).save(work / "images/bird/copy_cropped.png")
+    make_variant(Image.open(bird[1]), "colour", rng).save(work / "images/fruit/mislabelled_copy.jpg")
+    (work / "images/fruit/corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    Image.new("RGB", (30, 30)).save(work / "images/fruit/tiny.png")
+    Image.new("RGB", (800, 80), (200, 10, 10)).save(work / "images/vehicle/banner.png")
+    return work
+
+
+def test_curate_apply_and_grouped_split(tmp_path):
+    work = make_workspace(tmp_path)
+    c = curate(work, min_side=64, max_aspect=4.0)
+    rep = json.loads((work / "report.json").read_text())["steps"]
+    assert rep["filter"]["before"] == 48 and rep["filter"]["after"] == 45
+    f = rep["filter"]
+    assert (f["corrupt"], f["too_small"], f["extreme_aspect"]) == (1, 1, 1)
+    moved = sorted(p.name for p in (work / "rejected").rglob("*.*"))
+    assert moved == ["banner.png", "corrupt.jpg", "tiny.png"]
+    groups = json.loads((work / "curation/groups.json").read_text())["groups"]
+    paths = [set(g["paths"]) for g in groups]
+    b0 = sorted(p.name for p in (work / "images/bird").glob("*.jpg"))[0]
+    assert {f"images/bird/{b0}", "images/bird/copy_resized.jpg", "images/bird/copy_cropped.png"} in paths
+    cross = [g for g in groups if g["cross_class"]]
+    assert any("images/fruit/mislabelled_copy.jpg" in g["paths"] for g in cross)
+    assert c["cross_class_groups"] >= 1
+    assert (work / "curation/review/index.html").is_file() and (work / "curation/review/bird.html").is_file()
+    # a person's rejections
+    lst = tmp_path / "rejected_fruit.json"
+    lst.write_text(json.dumps({"class": "fruit", "rejected": ["images/fruit/mislabelled_copy.jpg"]}))
+    r = apply_rejections(work, [str(lst)])
+    assert r["rejected"] == 1 and r["before"] == 45 and r["after"] == 44
+    assert (work / "rejected/fruit/mislabelled_copy.jpg").is_file()
+    assert apply_rejections(work, [str(lst)])["already_rejected"] == 1  # idempotent
+    recs = [x for x in Ledger(work / "manifest.jsonl").latest().values() if x["status"] == "rejected"]
+    assert {x["reason"] for x in recs} == {"corrupt", "too_small", "extreme_aspect", "review"}
+    bad = tmp_path / "bad.txt"
+    bad.write_text("../../etc/passwd\n")
+    with pytest.raises(LabtfError, match="not a path under images/"):
+        apply_rejections(work, [str(bad)])
+    # grouped split: groups never straddle, the manifest is what 'labtf train' reads
+    out = grouped_split(work, 0.18, 0.1, seed=3)
+    idx = read_manifest(out)
+    side = {str(Path(s.path).relative_to(work)): s.split for s in idx.samples}
+    assert len(side) == 44 and set(side.values()) == {"train", "val", "test"}
+    for g in groups:
+        present = [p for p in g["paths"] if p in side]
+        assert len({side[p] for p in present}) <= 1
+    counts = idx.counts("test")
+    assert all(v >= 1 for v in counts.values())
+    assert grouped_split(work, 0.18, 0.1, seed=99).read_text() == out.read_text()  # sides are kept
+    md = (work / "report.md").read_text()
+    for step in ("filter", "near_duplicates", "review", "split"):
+        assert f"| {step} |" in md
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")
+def test_review_page_in_headless_chromium(tmp_path):
+    from cdp_pipe import Chromium
+
+    work = make_workspace(tmp_path)
+    curate(work)
+    page = (work / "curation/review/bird.html").resolve()
+    dl = tmp_path / "downloads"
+    dl.mkdir()
+    b = Chromium(CHROMIUM, str(tmp_path))
+    try:
+        b.send("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(dl)})
+        tid = b.send("Target.createTarget", {"url": page.as_uri()})["targetId"]
+        s = b.send("Target.attachToTarget", {"targetId": tid, "flatten": True})["sessionId"]
+        b.send("Runtime.enable", {}, s)
+
+        def js(expr: str):
+            reply = b.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}, s)
+            return reply["result"].get("value")
+
+        for _ in range(100):  # bounded wait for the page
+            if js("document.readyState") == "complete" and js("document.querySelectorAll('.tile').length"):
+                break
+            time.sleep(0.1)
+        tiles = js("Array.from(document.querySelectorAll('.tile')).map(t => t.dataset.path)")
+        assert len(tiles) >= 3
+        for k in (0, 2, 1, 1):  # click 0, 2, then 1 twice (undo)
+            rect = js(f"(() => {{const e = document.querySelectorAll('.tile')[{k}];"
+                      "e.scrollIntoView(); const r = e.getBoundingClientRect();"
+                      "return [r.x + r.width / 2, r.y + r.height / 2];})()")
+            for ev in ("mousePressed", "mouseReleased"):
+                b.send("Input.dispatchMouseEvent", {"type": ev, "x": rect[0], "y": rect[1],
+                                                    "button": "left", "clickCount": 1}, s)
+        assert js("document.getElementById('count').textContent") == "2"
+        js("document.getElementById('export').click()")
+        target = dl / "rejected_bird.json"
+        for _ in range(100):
+            if target.is_file():
+                break
+            time.sleep(0.1)
+        exported = json.loads(target.read_text())
+    finally:
+        b.close()
+    assert exported == {"class": "bird", "rejected": sorted([tiles[0], tiles[2]])}
+    r = apply_rejections(work, [str(target)])
+    assert r["rejected"] == 2
+    assert not (work / tiles[0]).exists() and (work / "rejected" / Path(*Path(tiles[0]).parts[1:])).exists()
+
+
+def test_cli_collect_curate_split_user_errors(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import main
+
+    r = CliRunner().invoke(main, ["split", str(tmp_path / "none")])
+    assert r.exit_code == 2 and "has no images/ folder" in r.output
+    r = CliRunner().invoke(main, ["collect", str(tmp_path / "w"), "--provider", "bing"])
+    assert r.exit_code == 2 and "unknown provider 'bing'" in r.output
+    r = CliRunner().invoke(main, ["curate", str(tmp_path), "--apply", "missing.json"])
+    assert r.exit_code == 2
