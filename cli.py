@@ -102,17 +102,33 @@ def evaluate(run, data, top_k):
 
 @main.command()
 @click.argument("artifact")
-@click.argument("images", nargs=-1, required=True)
+@click.argument("images", nargs=-1, required=False)
 @click.option("--top-k", default=1, show_default=True)
 @click.option("--saliency", default=None, metavar="DIR",
               help="Write a CAM heat-map overlay PNG per image into DIR.")
+@click.option("--server", default=None, metavar="URL",
+              help="Predict through a TF Serving / 'labtf serve' REST server (every argument is an image).")
+@click.option("--model", default=None, help="--server: model name.")
+@click.option("--model-version", type=int, default=None, help="--server: version [latest].")
+@click.option("--timeout", default=30.0, show_default=True, help="--server: seconds per request.")
 @user_errors
-def predict(artifact, images, top_k, saliency):
+def predict(artifact, images, top_k, saliency, server, model, model_version, timeout):
     """Label IMAGES with a run or exported model (SavedModel, .tflite, .onnx, .engine)."""
     from labtf.predict import open_predictor, predict_files
 
-    predictor = open_predictor(artifact)
-    results = predict_files(predictor, list(images), top_k, with_cam=bool(saliency))
+    if server:
+        from labtf.serving.client import Client
+
+        if not model:
+            raise LabtfError("--server needs --model NAME")
+        predictor = Client(server, model, model_version, timeout=timeout)
+        images = (artifact, *images)
+        results = predictor.predict_files(list(images), top_k, with_cam=bool(saliency))
+    else:
+        if not images:
+            raise LabtfError("pass ARTIFACT and at least one image (or --server URL --model NAME)")
+        predictor = open_predictor(artifact)
+        results = predict_files(predictor, list(images), top_k, with_cam=bool(saliency))
     failed = 0
     for r in results:
         if r.error:
@@ -151,23 +167,39 @@ def _export_choices(field: str) -> list[str]:
               help="tflite: none|float16|int8; tensorrt: float16|int8.")
 @click.option("--io-type", default="float32", show_default=True,
               type=click.Choice(["float32", "uint8", "int8"]), help="int8 tflite input/output type.")
-@click.option("--out", required=True, help="Output folder (artifacts + parity.json/.md).")
+@click.option("--out", default=None, help="Output folder (artifacts + parity.json/.md).")
+@click.option("--serving-base", default=None, metavar="DIR",
+              help="saved_model: TF Serving repository; writes DIR/NAME/VERSION/ + DIR/models.config.")
+@click.option("--batching", is_flag=True, help="saved_model: also write DIR/batching.config.")
 @click.option("--name", default=None, help="saved_model: TF Serving model name [run folder name].")
 @click.option("--version", "version", default=1, show_default=True, help="saved_model: version.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing artifact.")
 @click.option("--no-parity", is_flag=True, help="Skip the parity report against Keras.")
 @user_errors
-def export_cmd(run, fmt, quantize, io_type, out, name, version, overwrite, no_parity):
+def export_cmd(run, fmt, quantize, io_type, out, serving_base, batching, name, version, overwrite,
+               no_parity):
     """Export RUN for deployment and check it against Keras (parity.json/.md in --out)."""
     from exporters import export
     from exporters.parity import markdown_table, parity_report, reference, write_parity
     from labtf.run import Run
 
+    if serving_base and fmt != "saved_model":
+        raise LabtfError("--serving-base is for --format saved_model")
+    if not (out or serving_base):
+        raise LabtfError("pass --out DIR (or --serving-base DIR with --format saved_model)")
     opts = {"io_type": io_type} if fmt == "tflite" else {}
     if fmt == "saved_model":
-        opts = {"name": name, "version": version}
-    artifact = export(run, fmt, out, quantize=quantize, overwrite=overwrite, **opts)
+        opts = {"name": name, "version": version, "batching": batching}
+    artifact = export(run, fmt, serving_base or out, quantize=quantize, overwrite=overwrite, **opts)
+    out = out or serving_base
     click.echo(f"exported: {artifact}")
+    if fmt == "saved_model":
+        from labtf.serving.repository import command_lines
+
+        base = Path(artifact).parent.parent
+        click.echo(f"TF Serving config: {base / 'models.config'}")
+        for line in command_lines(base, batching or (base / "batching.config").is_file()).values():
+            click.echo(f"  {line}")
     if not no_parity:
         report = parity_report(artifact, reference(Run.open(run)))
         write_parity(out, report)
@@ -186,6 +218,32 @@ def benchmark(artifacts, run_path, runs, batch_size):
     from labtf.inference import benchmark_artifacts
 
     click.echo(benchmark_artifacts(list(artifacts), run_path, runs, batch_size))
+
+
+@main.command()
+@click.argument("artifact")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8501, show_default=True, help="Port (0: any free port).")
+@click.option("--workers", default=1, show_default=True, help="Inference threads (and model copies).")
+@click.option("--max-body-mb", default=10.0, show_default=True, help="Request size limit (413).")
+@click.option("--timeout-s", default=30.0, show_default=True, help="Body read / inference timeout.")
+@click.option("--batch-ms", default=0.0, show_default=True,
+              help="Merge concurrent requests arriving within this window (0: off).")
+@click.option("--max-batch", default=16, show_default=True, help="Images per merged call.")
+@click.option("--max-pending", default=64, show_default=True,
+              help="Queued + running requests before 503.")
+@click.option("--name", default=None, help="Model name in the URL [from the artifact].")
+@click.option("--version", "version", type=int, default=None, help="Served version [artifact's or 1].")
+@click.option("--access-log", default="-", show_default=True,
+              help="JSON-lines access log: '-' stderr, a file, or '' for none.")
+@user_errors
+def serve(artifact, **opts):
+    """Serve ARTIFACT over TF Serving's REST API (+ a try-it page at /)."""
+    from labtf.serving.server import serve as do_serve
+
+    opts["access_log_to"] = opts.pop("access_log")
+    do_serve(artifact, ready=lambda url: click.echo(f"serving on {url}/  (Ctrl-C to stop)"),
+             **opts)
 
 
 @main.command()
@@ -282,6 +340,82 @@ def report(run, out, samples):
     from labtf.explain.report import build_report
 
     click.echo(f"report: {build_report(run, out, samples)}")
+
+
+@main.command()
+@click.argument("out")
+@click.option("--keywords", default=None, metavar="FILE",
+              help="Class -> queries JSON/TXT [datasets/lab_apparatus_keywords.json: the poster's 15].")
+@click.option("--provider", "providers", multiple=True, default=("openverse",), show_default=True,
+              help="openverse, wikimedia or urls (repeatable).")
+@click.option("--base-url", "base_urls", multiple=True, metavar="NAME=URL",
+              help="Provider API base URL, e.g. openverse=http://127.0.0.1:8000 (mirrors, tests).")
+@click.option("--urls", "urls_file", default=None, help="URL list (CSV label,url) for --provider urls.")
+@click.option("--class", "classes", multiple=True, help="Only these classes (repeatable).")
+@click.option("--per-class", default=600, show_default=True, help="Candidates per class and provider.")
+@click.option("--workers", default=8, show_default=True, help="Concurrent downloads.")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds per socket operation.")
+@click.option("--retries", default=3, show_default=True, help="Retries on 5xx/timeouts/drops.")
+@click.option("--rate", "rate_per_host", default=4.0, show_default=True,
+              help="Requests per second per host (0: unlimited).")
+@click.option("--max-mb", default=20.0, show_default=True, help="Largest image accepted (MB).")
+@click.option("--refresh-search", is_flag=True, help="Search again instead of reusing candidates.jsonl.")
+@click.option("--retry-failed", is_flag=True, help="Try URLs again that failed before.")
+@user_errors
+def collect(out, keywords, providers, base_urls, urls_file, classes, per_class, workers, timeout,
+            retries, rate_per_host, max_mb, refresh_search, retry_failed):
+    """Search and download images into OUT/images/<class>/ with a manifest (resumable)."""
+    from labtf.collect import DEFAULT_KEYWORDS, collect as do_collect
+
+    bases = {}
+    for item in base_urls:
+        if "=" not in item:
+            raise LabtfError(f"--base-url '{item}' must look like NAME=URL")
+        k, v = item.split("=", 1)
+        bases[k.strip()] = v.strip()
+    c = do_collect(keywords or DEFAULT_KEYWORDS, out, tuple(providers), per_class, bases, urls_file,
+                   workers, timeout, retries, 0.5, rate_per_host, int(max_mb * (1 << 20)),
+                   refresh_search, retry_failed, list(classes) or None)
+    click.echo(f"collect: {c['candidates']} candidate(s) -> {c['ok']} kept, {c['duplicate']} duplicate, "
+               f"{c['failed']} failed; manifest {Path(out) / 'manifest.jsonl'}")
+
+
+@main.command()
+@click.argument("work")
+@click.option("--apply", "apply_lists", multiple=True, metavar="LIST",
+              help="Move the files of an exported review list (JSON/TXT) to WORK/rejected/.")
+@click.option("--min-side", default=64, show_default=True, help="Smallest image side kept (px).")
+@click.option("--max-aspect", default=4.0, show_default=True, help="Largest long/short side ratio.")
+@click.option("--drop-duplicates", is_flag=True,
+              help="Also move all but the largest of each same-class near-duplicate group.")
+@user_errors
+def curate(work, apply_lists, min_side, max_aspect, drop_duplicates):
+    """Filter, group near-duplicates, write review pages; or --apply a review list."""
+    from labtf.curate import apply_rejections, curate as do_curate
+
+    if apply_lists:
+        c = apply_rejections(work, list(apply_lists))
+        click.echo(f"review: {c['rejected']} file(s) moved to rejected/; {c['after']} image(s) left")
+        return
+    c = do_curate(work, min_side, max_aspect, drop_duplicates)
+    click.echo(f"curate: {c['after']} image(s), {c['groups']} near-duplicate group(s) "
+               f"({c['cross_class_groups']} across classes); review: "
+               f"{Path(work) / 'curation' / 'review' / 'index.html'}")
+
+
+@main.command()
+@click.argument("work")
+@click.option("--test-fraction", default=0.18, show_default=True)
+@click.option("--val-fraction", default=0.1, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", default=None, help="Manifest path [WORK/split.csv].")
+@user_errors
+def split(work, test_fraction, val_fraction, seed, out):
+    """Stratified split keeping near-duplicate groups on one side; writes path,label,split."""
+    from labtf.curate import grouped_split
+
+    path = grouped_split(work, test_fraction, val_fraction, seed, out)
+    click.echo(f"split: {path}  (train with: labtf train {path})")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def reference(run, split: str = "test", limit: int | None = None,
 
 
 def _cam_r(a: np.ndarray, b: np.ndarray) -> list[float]:
-    from labtf.export_model import pearson_r
+    from labtf.maps import pearson_r
 
     rs = [pearson_r(x, y) for x, y in zip(a, b)]
     return [r for r in rs if not math.isnan(r)]

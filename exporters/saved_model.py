@@ -70,7 +70,7 @@ def square_in_graph(image, size: int, mode: str):
 
 
 def export_saved_model(run, path: str | Path, name: str | None = None, version: int = 1,
-                       overwrite: bool = False, **_: object) -> Path:
+                       overwrite: bool = False, batching: bool | dict = False, **_: object) -> Path:
     """Export ``run`` as ``<path>/<name>/<version>/`` for TF Serving.
 
     Args:
@@ -79,9 +79,10 @@ def export_saved_model(run, path: str | Path, name: str | None = None, version: 
         name: model name [run folder name].
         version: integer version folder.
         overwrite: replace an existing version folder.
+        batching: also write TF Serving's ``batching.config`` (True or parameter overrides).
 
     Returns:
-        The version folder.
+        The version folder (``<path>/models.config`` lists every model under ``path``).
 
     Raises:
         LabtfError: the version folder exists (without ``overwrite``) or version < 1.
@@ -134,6 +135,9 @@ def export_saved_model(run, path: str | Path, name: str | None = None, version: 
         (extra / META_NAME).write_text(json.dumps(info, indent=2) + "\n")
         (extra / "labels.txt").write_text("\n".join(run.classes) + "\n")
     log.info("SavedModel written: %s", target)
+    from labtf.serving.repository import write_repository_config
+
+    write_repository_config(path, batching=batching)
     return target
 
 

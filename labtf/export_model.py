@@ -138,18 +138,3 @@ def grad_cam(model: keras.Model, images: np.ndarray, cam_layer: str | None = Non
         peak = cam.max(axis=(1, 2), keepdims=True)
         out.append(np.where(peak > 0, cam / np.maximum(peak, 1e-30), 0.0).astype(np.float32))
     return np.concatenate(out) if out else np.zeros((0, 1, 1), np.float32)
-
-
-def normalize_maps(cam: np.ndarray) -> np.ndarray:
-    """ReLU and scale each map (N, h, w) to [0, 1]; all-zero maps stay zero."""
-    cam = np.maximum(np.asarray(cam, np.float32), 0.0)
-    peak = cam.max(axis=(1, 2), keepdims=True)
-    return np.where(peak > 0, cam / np.maximum(peak, 1e-30), 0.0).astype(np.float32)
-
-
-def pearson_r(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of two maps; NaN when either is constant."""
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    a, b = a - a.mean(), b - b.mean()
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / den) if den > 0 else float("nan")

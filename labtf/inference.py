@@ -121,7 +121,7 @@ class TFLitePredictor(_ArtifactPredictor):
         probs = self._dequantize(out["probabilities"], self.outputs["probabilities"])
         cam = self._dequantize(out["cam"], self.outputs["cam"]) if "cam" in out else None
         if cam is not None and not self.meta.get("cam_normalized", True):
-            from labtf.export_model import normalize_maps
+            from labtf.maps import normalize_maps
 
             cam = normalize_maps(cam)
         return probs.astype(np.float64), cam

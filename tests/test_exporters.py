@@ -82,7 +82,7 @@ def test_round_trip_matches_keras(fmt, quantize, artifacts, reference):
     else:  # int8 of a random-init tiny model: valid distributions, not close numbers
         np.testing.assert_allclose(probs.sum(1), 1.0, atol=0.05)
     if quantize == "none":
-        from labtf.export_model import pearson_r
+        from labtf.maps import pearson_r
 
         rs = [pearson_r(a, b) for a, b in zip(cam, reference.grad_cam)]
         rs = [r for r in rs if not np.isnan(r)]
@@ -90,7 +90,7 @@ def test_round_trip_matches_keras(fmt, quantize, artifacts, reference):
 
 
 def test_keras_cam_equals_grad_cam(trained_run, reference):
-    from labtf.export_model import pearson_r
+    from labtf.maps import pearson_r
     from labtf.predict import open_predictor
 
     _, cam = open_predictor(trained_run.path).predict_batch_with_cam(reference.images)

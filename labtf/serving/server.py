@@ -1,0 +1,293 @@
+"""``labtf serve``: a small TF Serving compatible REST server (aiohttp).
+
+Paths and JSON are TF Serving's (see :mod:`labtf.serving.protocol`):
+``POST /v1/models/<name>[/versions/<v>]:predict``, ``GET /v1/models/<name>``
+(status) and ``GET .../metadata``; ``GET /`` is a page to try the model. Every
+error is ``{"error": "..."}`` with a 4xx/5xx status; the body size is limited
+(413), inference is bounded (``workers``) and timed out (504), requests beyond
+``max_pending`` get 503. Access logs are JSON lines. SIGTERM/SIGINT stop
+accepting connections, finish in-flight requests, then exit.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import signal
+import sys
+import threading
+from datetime import datetime, timezone
+from typing import Callable
+
+import numpy as np
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from labtf.serving.engine import EdgeModel
+from labtf.serving.page import page_html
+from labtf.serving.protocol import RestError, format_predict, metadata_json, parse_predict, status_json
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("labtf.serving.access")
+
+#: Most instances one request may carry.
+MAX_INSTANCES = 64
+
+MODEL_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?"
+                        r"(?:(?P<meta>/metadata)|:(?P<verb>[A-Za-z]+))?/?$")
+
+MODEL_KEY = web.AppKey("model", EdgeModel)
+OPTS_KEY = web.AppKey("opts", dict)
+INFLIGHT_KEY = web.AppKey("inflight", list)   # [count] of requests inside a handler
+
+
+class JsonAccessLogger(AbstractAccessLogger):
+    """One JSON object per request: time, client, method, path, status, size, ms, error."""
+
+    def log(self, request, response, time: float) -> None:
+        rec = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+               "remote": request.remote, "method": request.method, "path": request.path,
+               "status": response.status, "bytes": response.body_length,
+               "ms": round(time * 1000, 2)}
+        for key in ("instances", "error"):
+            if key in request:
+                rec[key] = request[key]
+        self.logger.info(json.dumps(rec))
+
+
+def _json(payload: dict, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(payload, separators=(",", ":")), status=status,
+                        content_type="application/json")
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler):
+    """Every failure becomes TF Serving's ``{"error": "..."}``; counts in-flight requests."""
+    count = request.app[INFLIGHT_KEY]
+    count[0] += 1
+    try:
+        return await _handle(request, handler)
+    finally:
+        count[0] -= 1
+
+
+async def _handle(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except RestError as exc:
+        request["error"] = exc.message
+        resp = _json({"error": exc.message}, exc.status)
+        if exc.status == 405:
+            resp.headers["Allow"] = request.get("allow", "GET")
+        return resp
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        msg = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        if exc.status == 413:
+            msg = f"request body too large (limit {request.app[OPTS_KEY]['max_body_mb']:g} MB, --max-body-mb)"
+        request["error"] = msg
+        return _json({"error": msg}, exc.status)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001  the server keeps serving
+        log.exception("internal error on %s %s", request.method, request.path)
+        request["error"] = f"internal error: {type(exc).__name__}"
+        return _json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
+
+
+async def _read_json(request: web.Request) -> object:
+    opts = request.app[OPTS_KEY]
+    limit = opts["max_body_mb"] * 1e6
+    if request.content_length is not None and request.content_length > limit:
+        raise RestError(413, f"request body is {request.content_length / 1e6:.1f} MB, more than "
+                             f"the {opts['max_body_mb']:g} MB limit (--max-body-mb)")
+    try:
+        raw = await asyncio.wait_for(request.read(), opts["timeout_s"])
+    except asyncio.TimeoutError:
+        raise RestError(408, f"request body not received within {opts['timeout_s']:g} s") from None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise RestError(400, f"JSON Parse error: {exc}") from None
+
+
+def _lookup(model: EdgeModel, name: str, version: str | None) -> None:
+    if version is not None and not version.isdigit():
+        raise RestError(400, f"version must be a positive integer, got '{version}'")
+    if name != model.name:
+        spec = f"Specific({name}, {version})" if version else f"Latest({name})"
+        raise RestError(404, f"Servable not found for request: {spec}")
+    if version is not None and int(version) != model.version:
+        raise RestError(404, f"Servable not found for request: Specific({name}, {version}); "
+                             f"served version: {model.version}")
+
+
+async def models_route(request: web.Request) -> web.Response:
+    """Dispatch ``/v1/models/...`` like TF Serving's HTTP handler."""
+    model = request.app[MODEL_KEY]
+    m = MODEL_PATH.match(request.path)
+    if m is None:
+        raise RestError(404, f"Malformed request: {request.method} {request.path}")
+    verb = m["verb"]
+    allow = "POST" if verb else "GET"
+    if request.method != allow:
+        request["allow"] = allow
+        raise RestError(405, f"method {request.method} not allowed on {request.path}; use {allow}")
+    _lookup(model, m["name"], m["version"])
+    if verb is None:
+        info = {"classes": model.classes, **model.info()}
+        if m["meta"]:
+            return _json(metadata_json(model.name, model.version, model.signatures, info))
+        return _json(status_json(model.version))
+    if verb != "predict":
+        raise RestError(400, f"':{verb}' is not supported by this model; use ':predict'")
+    return await _predict(request, model)
+
+
+async def _predict(request: web.Request, model: EdgeModel) -> web.Response:
+    body = await _read_json(request)
+    sig, arrays, fmt = parse_predict(body, model.signatures)
+    n = len(next(iter(arrays.values())))
+    request["instances"] = n
+    if n > MAX_INSTANCES:
+        raise RestError(400, f"{n} instances in one request; at most {MAX_INSTANCES}")
+    if sig == "serving_default":
+        job = model.infer(blobs=[bytes(b) for b in arrays["image_bytes"]])
+    else:
+        job = model.infer(pixels=np.clip(arrays["image"], 0, 255).astype(np.float32))
+    timeout = request.app[OPTS_KEY]["timeout_s"]
+    try:
+        probs, cams = await asyncio.wait_for(job, timeout)
+    except asyncio.TimeoutError:
+        raise RestError(504, f"inference did not finish within {timeout:g} s (--timeout-s)") from None
+    index = probs.argmax(axis=1)
+    labels = np.array([model.classes[i].encode() for i in index], dtype=object)
+    outputs = {"probabilities": np.asarray(probs, np.float32), "class_index": index.astype(np.int64),
+               "label": labels, "cam": np.asarray(cams, np.float32)}
+    return _json(format_predict(outputs, fmt))
+
+
+async def index(request: web.Request) -> web.Response:
+    """The try-it page."""
+    model = request.app[MODEL_KEY]
+    return web.Response(text=page_html(model.name, model.version), content_type="text/html")
+
+
+async def favicon(request: web.Request) -> web.Response:
+    """No icon: 204 instead of a 404 line in the access log."""
+    return web.Response(status=204)
+
+
+async def not_found(request: web.Request) -> web.Response:
+    raise RestError(404, f"no such path: {request.path} (TF Serving paths are /v1/models/<name>...)")
+
+
+def make_app(model: EdgeModel, max_body_mb: float = 10.0, timeout_s: float = 30.0) -> web.Application:
+    """The aiohttp application for ``model``."""
+    app = web.Application(middlewares=[json_errors], client_max_size=int(max_body_mb * 1e6))
+    app[MODEL_KEY] = model
+    app[OPTS_KEY] = {"max_body_mb": float(max_body_mb), "timeout_s": float(timeout_s)}
+    app[INFLIGHT_KEY] = [0]
+    app.router.add_get("/", index)
+    app.router.add_get("/favicon.ico", favicon)
+    app.router.add_route("*", "/v1/{tail:.*}", models_route)
+    app.router.add_route("*", "/{tail:.*}", not_found)
+
+    async def lifecycle(app: web.Application):
+        await model.start()
+        yield
+        await model.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def run(model: EdgeModel, host: str = "127.0.0.1", port: int = 8501,
+              max_body_mb: float = 10.0, timeout_s: float = 30.0,
+              ready: Callable[[str], None] | None = None, stop: asyncio.Event | None = None) -> None:
+    """Serve until ``stop`` is set (or SIGTERM/SIGINT in the main thread), then drain.
+
+    Args:
+        model: the opened :class:`EdgeModel`.
+        host, port: where to listen (port 0: any free port).
+        max_body_mb: request body limit.
+        timeout_s: body-read and inference timeout.
+        ready: called with the base URL once listening.
+        stop: set it to shut down gracefully.
+    """
+    stop = stop or asyncio.Event()
+    app = make_app(model, max_body_mb, timeout_s)
+    runner = web.AppRunner(app, handle_signals=False,
+                           access_log_class=JsonAccessLogger, access_log=access_log,
+                           shutdown_timeout=max(1.0, min(timeout_s, 30.0)))
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=128)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0][1]
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{bound}"
+    loop = asyncio.get_running_loop()
+    signals = []
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+            signals.append(sig)
+    log.info("serving %s version %d (%s, %d worker(s), batch %g ms) on %s/", model.name,
+             model.version, model.kind, model.workers, model.batch_ms, url)
+    if ready:
+        ready(url)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: finishing %d in-flight request(s)", app[INFLIGHT_KEY][0])
+        await site.stop()   # no new connections; open ones finish their current request
+        deadline = loop.time() + timeout_s + 1.0
+        while app[INFLIGHT_KEY][0] and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        await runner.cleanup()
+        for sig in signals:   # a second signal during the drain is ignored, not fatal
+            loop.remove_signal_handler(sig)
+        log.info("stopped")
+
+
+def setup_access_log(target: str | None) -> None:
+    """JSON-lines access log to stderr (``-``), a file, or nowhere (None/"")."""
+    access_log.propagate = False
+    access_log.setLevel(logging.INFO)
+    for h in list(access_log.handlers):
+        access_log.removeHandler(h)
+    if not target:
+        access_log.addHandler(logging.NullHandler())
+        return
+    handler = logging.StreamHandler(sys.stderr) if target == "-" else logging.FileHandler(target)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access_log.addHandler(handler)
+
+
+def serve(artifact: str, host: str = "127.0.0.1", port: int = 8501, workers: int = 1,
+          max_body_mb: float = 10.0, timeout_s: float = 30.0, batch_ms: float = 0.0,
+          max_batch: int = 16, max_pending: int = 64, name: str | None = None,
+          version: int | None = None, access_log_to: str | None = "-",
+          ready: Callable[[str], None] | None = None) -> None:
+    """Open ``artifact`` and serve it until SIGTERM/SIGINT (blocking).
+
+    Raises:
+        LabtfError: the artifact cannot be opened; bad options.
+    """
+    from labtf.errors import LabtfError
+
+    if workers < 1 or max_body_mb <= 0 or timeout_s <= 0 or batch_ms < 0 or max_batch < 1:
+        raise LabtfError("--workers and --max-batch must be >= 1, --max-body-mb and --timeout-s "
+                         "> 0, --batch-ms >= 0")
+    setup_access_log(access_log_to)
+    model = EdgeModel(artifact, workers=workers, name=name, version=version, batch_ms=batch_ms,
+                      max_batch=max_batch, max_pending=max_pending)
+    try:
+        asyncio.run(run(model, host, port, max_body_mb, timeout_s, ready))
+    except OSError as exc:
+        raise LabtfError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
