@@ -86,7 +86,7 @@ def build_mirror(n_originals: int, n_planted: int, seed: int = 0):
     return images, queries, truth
 
 
-def planted_reference_set(seed: int = 0) -> dict:
+def planted_reference_set(seed: int = 0, embed: bool = True) -> dict:
     """Near-duplicate precision/recall on scikit-image photos + all of datasets/clipart, each with
     4 planted variants. Pairs between two different originals that the detector joins are the
     source's own look-alikes (datasets/README.md: recolours, same card design) and are counted
@@ -109,7 +109,12 @@ def planted_reference_set(seed: int = 0) -> dict:
             truth.append(k)
             is_orig.append(False)
     t = time.time()
-    groups = group_pairs(len(imgs), near_duplicate_pairs([signature(i) for i in imgs]))
+    sigs = [signature(i) for i in imgs]
+    if embed:
+        from labtf.curate.embed import attach, embeddings
+
+        attach(sigs, embeddings(imgs))
+    groups = group_pairs(len(imgs), near_duplicate_pairs(sigs))
     el = time.time() - t
     sc = pair_scores(groups.of, truth)
     # sources whose *originals* the detector puts together are look-alikes of the source set
@@ -160,8 +165,10 @@ def main() -> None:
     ap.add_argument("--kill-after", type=float, default=0.4, help="kill when this share is recorded")
     ap.add_argument("--out", default=None)
     ap.add_argument("--nd-only", action="store_true", help="only the planted reference set")
+    ap.add_argument("--no-embed", action="store_true",
+                    help="hashes + thumbnails only (no EfficientNet-Lite0)")
     a = ap.parse_args()
-    ref = planted_reference_set()
+    ref = planted_reference_set(embed=not a.no_embed)
     print("near-duplicates, scikit-image + datasets/clipart with planted variants:", ref)
     if a.nd_only:
         return

@@ -173,3 +173,26 @@ def test_cli_collect_curate_split_user_errors(tmp_path):
     assert r.exit_code == 2 and "unknown provider 'bing'" in r.output
     r = CliRunner().invoke(main, ["curate", str(tmp_path), "--apply", "missing.json"])
     assert r.exit_code == 2
+
+
+def test_embedding_stage_catches_cropped_colour_shifted_copy():
+    """A photo cropped 6% per side then colour-shifted: hashes + thumbnails alone miss it, the
+    embedding stage (EfficientNet-Lite0 cosine + scale-tolerant correlation) joins it."""
+    pytest.importorskip("keras")
+    from labtf.curate.embed import attach, embeddings
+
+    import skimage.data as sd
+
+    rng = np.random.default_rng(0)
+    imgs = [Image.fromarray(getattr(sd, n)()).convert("RGB") for n in
+            ("astronaut", "coffee", "chelsea", "rocket", "horse", "coins", "brick", "retina", "camera")]
+    w, h = imgs[0].size
+    copy = imgs[0].crop((round(w * .06), round(h * .06), w - round(w * .06), h - round(h * .06)))
+    imgs.append(make_variant(copy, "colour", rng))
+    target = (0, len(imgs) - 1)
+    plain = {(i, j) for i, j, *_ in near_duplicate_pairs([signature(i) for i in imgs])}
+    sigs = attach([signature(i) for i in imgs], embeddings(imgs))
+    found = {(i, j) for i, j, *_ in near_duplicate_pairs(sigs)}
+    assert target not in plain
+    assert target in found
+    assert found <= {target}, found  # no look-alike among the other originals joined

@@ -98,7 +98,7 @@ def _by_path(ledger: Ledger) -> dict[str, dict]:
 
 def curate(work: str | os.PathLike, min_side: int = 64, max_aspect: float = 4.0,
            drop_duplicates: bool = False, review: bool = True,
-           thresholds: dict | None = None) -> dict:
+           thresholds: dict | None = None, embed: bool | None = None) -> dict:
     """Filter, group near-duplicates and write the review pages.
 
     Args:
@@ -109,6 +109,8 @@ def curate(work: str | os.PathLike, min_side: int = 64, max_aspect: float = 4.0,
             near-duplicate group to ``rejected/`` (cross-class groups are left for review).
         review: write ``curation/review/*.html``.
         thresholds: overrides for :func:`labtf.curate.phash.near_duplicate_pairs`.
+        embed: use the EfficientNet-Lite0 embedding stage (:mod:`labtf.curate.embed`);
+            None: on when keras is importable.
 
     Returns:
         Counts of the filter and near-duplicate steps.
@@ -141,6 +143,12 @@ def curate(work: str | os.PathLike, min_side: int = 64, max_aspect: float = 4.0,
     log.info("filter: %d -> %d image(s) (%s)", before, len(kept), dict(reasons) or "none rejected")
 
     sigs = [phash.image_signature(work / rel) for rel, _ in kept]
+    from labtf.curate import embed as embed_mod
+
+    if embed is None:
+        embed = embed_mod.available()
+    if embed and sigs:
+        embed_mod.attach(sigs, embed_mod.embed_files([work / rel for rel, _ in kept]))
     pairs = phash.near_duplicate_pairs(sigs, **(thresholds or {}))
     groups = phash.group_pairs(len(kept), pairs)
     glist = []
@@ -169,7 +177,10 @@ def curate(work: str | os.PathLike, min_side: int = 64, max_aspect: float = 4.0,
     paths = [rel for rel, _ in kept] if not dropped else None
     doc = {"thresholds": {"phash_max": phash.PHASH_MAX, "dhash_max": phash.DHASH_MAX,
                           "strict_max": phash.STRICT_MAX, "ncc_min": phash.NCC_MIN,
-                          "colour_max": phash.COLOUR_MAX, **(thresholds or {})},
+                          "colour_max": phash.COLOUR_MAX, "embedding": bool(embed),
+                          **({"emb_cand": phash.EMB_CAND, "emb_min": phash.EMB_MIN,
+                              "emb_weak": phash.EMB_WEAK, "ncc_strong": phash.NCC_STRONG}
+                             if embed else {}), **(thresholds or {})},
            "groups": glist}
     if paths is not None:
         doc["pairs"] = [{"a": paths[i], "b": paths[j], "phash": dp, "dhash": dd, "ncc": v}

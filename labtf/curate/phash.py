@@ -5,7 +5,9 @@ median (64 bits). dHash: grey 9x8 -> bit = pixel brighter than its left
 neighbour (64 bits). Hashes alone confuse look-alike layouts (tricolour
 flags, white-background clipart), so hash candidates are verified by the
 correlation of small grey thumbnails (shift-tolerant, for slight crops) and a
-colour-layout distance; see :func:`near_duplicate_pairs`. Pairs are joined into
+colour-layout distance; see :func:`near_duplicate_pairs`. An optional embedding
+stage (:mod:`labtf.curate.embed`, cosine of EfficientNet-Lite0 features) adds candidates and
+a verification signal, with a scale-tolerant correlation for cropped copies. Pairs are joined into
 groups with union-find, so a group may span classes (a mislabel or a shared image).
 """
 from __future__ import annotations
@@ -33,6 +35,17 @@ NCC_MIN = 0.92
 COLOUR_MAX = 30.0
 THUMB = 24
 SHIFT = 2
+#: Embedding stage (optional, :mod:`labtf.curate.embed`): pairs with cosine >= EMB_CAND are also
+#: candidates; a pair is kept when the colour layouts agree and either (best grey correlation,
+#: shift- and scale-tolerant, >= NCC_MIN and cosine >= EMB_MIN) or (correlation >= NCC_STRONG and
+#: cosine >= EMB_WEAK). Tuned on benchmarks/collect_bench.py --nd-only.
+EMB_CAND = 0.80
+EMB_MIN = 0.92
+EMB_WEAK = 0.70
+NCC_STRONG = 0.97
+#: Scale search for crops (2-6% per side): grey thumbnails of these sides, matched against
+#: the 24 px centre of the 28 px thumbnail at the centred position +-1 px.
+SCALES = tuple(range(25, 33))
 
 
 def _grey(img: Image.Image) -> Image.Image:
@@ -89,14 +102,19 @@ class Signature:
     dhash: int
     thumb: np.ndarray
     colour: np.ndarray
+    scales: list | None = None
+    embedding: np.ndarray | None = None
 
 
 def signature(img: Image.Image) -> Signature:
     """Hashes, grey thumbnail and colour layout of an image (border trimmed first)."""
     t = trim_border(img)
     n = THUMB + 2 * SHIFT
-    thumb = np.asarray(t.convert("L").resize((n, n), Image.BOX), dtype=np.float32)
-    return Signature(int(pack64(phash_bits(t))), int(pack64(dhash_bits(t))), thumb, colour_layout(t))
+    g = t.convert("L")
+    thumb = np.asarray(g.resize((n, n), Image.BOX), dtype=np.float32)
+    scales = [np.asarray(g.resize((m, m), Image.BOX), dtype=np.float32) for m in SCALES]
+    return Signature(int(pack64(phash_bits(t))), int(pack64(dhash_bits(t))), thumb, colour_layout(t),
+                     scales)
 
 
 def image_signature(path: str | os.PathLike) -> Signature:
@@ -132,9 +150,32 @@ def _best_ncc(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return best
 
 
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = x - x.mean(1, keepdims=True)
+    return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-6)
+
+
+def _scaled_ncc(sigs: list[Signature], i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Best correlation of i's 24 px centre against j's thumbnails at the sides in SCALES
+    (centred +-1 px): absorbs a crop of either image by a few % per side."""
+    n, c0 = THUMB, (THUMB + 2 * SHIFT - THUMB) // 2
+    a = _unit_rows(np.stack([sigs[k].thumb[c0:c0 + n, c0:c0 + n] for k in i]).reshape(len(i), -1))
+    best = np.full(len(i), -1.0, dtype=np.float32)
+    for si, m in enumerate(SCALES):
+        b_all = np.stack([sigs[k].scales[si] for k in j])
+        c = (m - n) // 2
+        for dy in range(max(0, c - 1), min(m - n, c + 1) + 1):
+            for dx in range(max(0, c - 1), min(m - n, c + 1) + 1):
+                b = _unit_rows(b_all[:, dy:dy + n, dx:dx + n].reshape(len(j), -1))
+                best = np.maximum(best, (a * b).sum(1))
+    return best
+
+
 def near_duplicate_pairs(sigs: list[Signature], phash_max: int = PHASH_MAX,
                          dhash_max: int = DHASH_MAX, strict_max: int = STRICT_MAX,
                          ncc_min: float = NCC_MIN, colour_max: float = COLOUR_MAX,
+                         emb_cand: float = EMB_CAND, emb_min: float = EMB_MIN,
+                         emb_weak: float = EMB_WEAK, ncc_strong: float = NCC_STRONG,
                          chunk: int = 1024) -> list[tuple[int, int, int, int, float]]:
     """All pairs i < j that are near-duplicates (hash candidates, then verified).
 
@@ -142,6 +183,8 @@ def near_duplicate_pairs(sigs: list[Signature], phash_max: int = PHASH_MAX,
         sigs: one :class:`Signature` per image.
         phash_max, dhash_max, strict_max: stage-1 Hamming thresholds (bits).
         ncc_min, colour_max: stage-2 thresholds (``ncc_min`` <= 0 skips stage 2).
+        emb_cand, emb_min, emb_weak, ncc_strong: embedding-stage thresholds, used only when
+            every signature has an ``embedding`` (and ``scales``); see the module constants.
         chunk: rows per block (memory bound: chunk * N bytes).
 
     Returns:
@@ -153,18 +196,30 @@ def near_duplicate_pairs(sigs: list[Signature], phash_max: int = PHASH_MAX,
     d = np.array([s.dhash for s in sigs], dtype=np.uint64)
     thumbs = np.stack([s.thumb for s in sigs])
     colours = np.stack([s.colour for s in sigs])
+    use_emb = all(s.embedding is not None and s.scales is not None for s in sigs)
+    emb = np.stack([s.embedding for s in sigs]).astype(np.float32) if use_emb else None
     out = []
     for s in range(0, len(p), chunk):
         dp = hamming_matrix(p[s:s + chunk], p)
         dd = hamming_matrix(d[s:s + chunk], d)
         hit = ((dp <= phash_max) & (dd <= dhash_max)) | (dp <= strict_max) | (dd <= strict_max)
+        if use_emb:
+            cos = emb[s:s + chunk] @ emb.T
+            hit |= cos >= emb_cand
         ii, jj = np.nonzero(hit)
         keep = ii + s < jj
         ii, jj = ii[keep], jj[keep]
         for k in range(0, len(ii), 4096):
             bi, bj = ii[k:k + 4096], jj[k:k + 4096]
             gi = bi + s
-            if ncc_min > 0:
+            if ncc_min > 0 and use_emb:
+                ncc = np.maximum(_best_ncc(thumbs, gi, bj), np.maximum(
+                    _scaled_ncc(sigs, gi, bj), _scaled_ncc(sigs, bj, gi)))
+                col = np.abs(colours[gi] - colours[bj]).mean(1)
+                cs = cos[bi, bj]
+                ok = (col <= colour_max) & (((ncc >= ncc_min) & (cs >= emb_min))
+                                            | ((ncc >= ncc_strong) & (cs >= emb_weak)))
+            elif ncc_min > 0:
                 ncc = _best_ncc(thumbs, gi, bj)
                 col = np.abs(colours[gi] - colours[bj]).mean(1)
                 ok = (ncc >= ncc_min) & (col <= colour_max)
