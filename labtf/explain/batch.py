@@ -42,8 +42,8 @@ def _targets(images: list[str], method: str, out: Path, panel: bool) -> dict[str
     plan = {}
     for p in images:
         stem = output_stem(p, used)
-        names = [f"{stem}_{method}.npy", f"{stem}_{method}.png"] + ([f"{stem}_panel.png"]
-                                                                   if panel else [])
+        names = [f"{stem}_{method}.npy", f"{stem}_{method}.png"]
+        names += [f"{stem}_panel.png"] if panel else []
         plan[p] = [out / n for n in names]
     return plan
 

@@ -62,7 +62,9 @@ def _norm(maps: np.ndarray) -> np.ndarray:
     maps = np.nan_to_num(np.asarray(maps, np.float32))
     lo = maps.min(axis=tuple(range(1, maps.ndim)), keepdims=True)
     hi = maps.max(axis=tuple(range(1, maps.ndim)), keepdims=True)
-    return np.where(hi > lo, (maps - lo) / np.maximum(hi - lo, 1e-12), 0.0).astype(np.float32)
+    span = (hi - lo).astype(np.float64)
+    out = (maps - lo) / np.where(span > 0, span, 1.0)
+    return np.where(span > 0, out, 0.0).astype(np.float32)
 
 
 def _score(classes: list[int]):
