@@ -61,8 +61,9 @@ def square_in_graph(image, size: int, mode: str):
         return out[top:top + size, left:left + size, :]
     if mode == "pad":
         scale = s / tf.maximum(h, w)
-        nh = tf.cast(tf.maximum(1.0, tf.round(h * scale)), tf.int32)
-        nw = tf.cast(tf.maximum(1.0, tf.round(w * scale)), tf.int32)
+        one = tf.constant(1.0, tf.float64)
+        nh = tf.cast(tf.maximum(one, tf.round(h * scale)), tf.int32)
+        nw = tf.cast(tf.maximum(one, tf.round(w * scale)), tf.int32)
         out = resize(nh, nw) - 255.0
         out = tf.image.pad_to_bounding_box(out, (size - nh) // 2, (size - nw) // 2, size, size)
         return out + 255.0

@@ -156,6 +156,9 @@ def test_in_graph_resize_matches_pillow():
             got = square_in_graph(tf.constant(rgb), 64, mode).numpy()
             assert got.shape == ref.shape
             assert np.abs(got - ref).mean() < 1.5, (shape, mode)
+            # as traced into the serving signature (graph mode), not only eagerly
+            traced = tf.function(lambda x, m=mode: square_in_graph(x, 64, m))
+            np.testing.assert_allclose(traced(tf.constant(rgb)).numpy(), got, atol=1e-4)
 
 
 def test_parity_report_files(artifacts, reference):
