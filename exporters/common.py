@@ -12,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from labtf import __version__
+from labtf import __version__, fileio
 from labtf.errors import LabtfError
 from labtf.images import BadImage, load_rgb, to_square
 
@@ -124,16 +124,7 @@ def write_bytes(path: Path, data: bytes, overwrite: bool = False) -> Path:
     """Write a file atomically (temp + os.replace), refusing to overwrite by default."""
     path = Path(path)
     check_target(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return fileio.write_bytes(path, data)
 
 
 def write_sidecar(artifact: Path, meta: dict, overwrite: bool = True) -> Path:

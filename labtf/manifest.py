@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import logging
 import os
 import random
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from labtf.errors import LabtfError
+from labtf.fileio import write_text
 from labtf.images import BadImage, is_image_name, load_rgb
 
 log = logging.getLogger(__name__)
@@ -173,19 +174,14 @@ def write_manifest(path: str | os.PathLike, samples: list[Sample]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.parent.resolve()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            w = csv.writer(fh, lineterminator="\n")
-            w.writerow(["path", "label", "split"])
-            for s in sorted(samples, key=lambda s: (s.split, s.label, s.path)):
-                p = Path(s.path).resolve()
-                rel = os.path.relpath(p, base) if p.is_relative_to(base) else str(p)
-                w.writerow([Path(rel).as_posix(), s.label, s.split])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "label", "split"])
+    for s in sorted(samples, key=lambda s: (s.split, s.label, s.path)):
+        p = Path(s.path).resolve()
+        rel = os.path.relpath(p, base) if p.is_relative_to(base) else str(p)
+        w.writerow([Path(rel).as_posix(), s.label, s.split])
+    write_text(path, buf.getvalue())
     return path
 
 

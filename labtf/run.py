@@ -14,32 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from labtf.errors import LabtfError
-
-
-def write_json(path: Path, data: Any) -> Path:
-    """Write JSON atomically (temp file + rename)."""
-    return write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Write text atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+from labtf.fileio import write_json, write_text  # noqa: F401  (re-exported)
 
 
 @dataclass

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from labtf.collect.http import HttpClient
 from labtf.collect.ledger import LEDGER_NAME, Ledger
 from labtf.collect.providers import PROVIDERS, Candidate, make_provider, register_provider
 from labtf.errors import LabtfError
+from labtf.fileio import write_text
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +76,7 @@ def load_keywords(path: str | os.PathLike) -> dict[str, list[str]]:
 
 
 def _write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for r in rows:
-                fh.write(json.dumps(r, sort_keys=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), fsync=True)
 
 
 def gather_candidates(keywords: dict[str, list[str]], providers: list, per_class: int,

@@ -17,8 +17,9 @@ from PIL import Image
 from labtf.collect.download import sha256_file
 from labtf.collect.ledger import LEDGER_NAME, Ledger
 from labtf.curate import phash
-from labtf.curate.report import _atomic_write, load_report, record_step
+from labtf.curate.report import load_report, record_step
 from labtf.errors import LabtfError
+from labtf.fileio import write_text
 from labtf.images import is_image_name
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ def curate(work: str | os.PathLike, min_side: int = 64, max_aspect: float = 4.0,
         doc["pairs"] = [{"a": paths[i], "b": paths[j], "phash": dp, "dhash": dd, "ncc": v}
                         for i, j, dp, dd, v in pairs]
     (work / "curation").mkdir(exist_ok=True)
-    _atomic_write(work / "curation" / GROUPS_NAME, json.dumps(doc, indent=1) + "\n")
+    write_text(work / "curation" / GROUPS_NAME, json.dumps(doc, indent=1) + "\n")
     n_in = sum(len(g["paths"]) for g in glist)
     cross = sum(g["cross_class"] for g in glist)
     counts = {"before": len(kept) + len(dropped), "after": len(kept), "groups": len(glist),

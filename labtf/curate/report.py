@@ -9,24 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
+
+from labtf.fileio import write_text
 
 STEP_ORDER = ("collect", "filter", "near_duplicates", "review", "split")
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_report(workspace: str | os.PathLike) -> dict:
@@ -44,8 +34,8 @@ def record_step(workspace: str | os.PathLike, step: str, counts: dict) -> dict:
     workspace = Path(workspace)
     report = load_report(workspace)
     report["steps"][step] = {**counts, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    _atomic_write(workspace / REPORT_JSON, json.dumps(report, indent=2, sort_keys=True) + "\n")
-    _atomic_write(workspace / REPORT_MD, markdown(report))
+    write_text(workspace / REPORT_JSON, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    write_text(workspace / REPORT_MD, markdown(report))
     return report
 
 

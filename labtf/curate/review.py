@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from labtf.curate.report import _atomic_write
+from labtf.fileio import write_text
 from labtf.images import to_rgb
 
 THUMB_PX = 160
@@ -120,7 +120,7 @@ def write_review_pages(work: Path, items: list[tuple[str, str]], groups: list[di
                          f'<div class="cap">{b}{cap}</div></div>')
         page = _PAGE.format(title=html.escape(label), n=len(paths), tiles="\n".join(tiles),
                             cls_json=json.dumps(label), px=THUMB_PX)
-        _atomic_write(out / f"{label}.html", page)
+        write_text(out / f"{label}.html", page)
         n_dup = sum(1 for p in paths if p in badge)
         rows.append(f'<tr><td><a href="{html.escape(label)}.html">{html.escape(label)}</a></td>'
                     f"<td>{len(paths)}</td><td>{n_dup}</td></tr>")
@@ -134,5 +134,5 @@ def write_review_pages(work: Path, items: list[tuple[str, str]], groups: list[di
              f"<p>{len(groups)} near-duplicate group(s); {len(cross)} span classes:</p><ul>"
              + "".join(f"<li>group {g['group']}: {html.escape(', '.join(g['paths']))}</li>" for g in cross)
              + "</ul></body></html>\n")
-    _atomic_write(out / "index.html", index)
+    write_text(out / "index.html", index)
     return out / "index.html"

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from labtf.fileio import write_bytes
 
 #: Colormap of heat maps and the overlay opacity.
 CMAP, ALPHA = "jet", 0.45
@@ -91,27 +92,14 @@ def save_png(img: Image.Image | np.ndarray, path: str | os.PathLike) -> Path:
         img = Image.fromarray(img)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    return _atomic_bytes(Path(path), buf.getvalue())
+    return write_bytes(Path(path), buf.getvalue())
 
 
 def save_npy(arr: np.ndarray, path: str | os.PathLike) -> Path:
     """Write a .npy atomically."""
     buf = io.BytesIO()
     np.save(buf, arr)
-    return _atomic_bytes(Path(path), buf.getvalue())
-
-
-def _atomic_bytes(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes(Path(path), buf.getvalue())
 
 
 def png_bytes(img: Image.Image | np.ndarray) -> bytes:

@@ -13,8 +13,9 @@ numeric version folders with a ``saved_model.pb``) and writes
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
+
+from labtf.fileio import write_text
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,7 @@ def command_lines(base: str | Path, batching: bool = False) -> dict[str, str]:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 def write_repository_config(base: str | Path, batching: bool | dict = False) -> Path:
