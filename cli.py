@@ -167,6 +167,8 @@ def _export_choices(field: str) -> list[str]:
               help="tflite: none|float16|int8; tensorrt: float16|int8.")
 @click.option("--io-type", default="float32", show_default=True,
               type=click.Choice(["float32", "uint8", "int8"]), help="int8 tflite input/output type.")
+@click.option("--calibration-images", default=100, show_default=True,
+              help="int8: train-split images used for calibration.")
 @click.option("--out", default=None, help="Output folder (artifacts + parity.json/.md).")
 @click.option("--serving-base", default=None, metavar="DIR",
               help="saved_model: TF Serving repository; writes DIR/NAME/VERSION/ + DIR/models.config.")
@@ -176,8 +178,8 @@ def _export_choices(field: str) -> list[str]:
 @click.option("--overwrite", is_flag=True, help="Replace an existing artifact.")
 @click.option("--no-parity", is_flag=True, help="Skip the parity report against Keras.")
 @user_errors
-def export_cmd(run, fmt, quantize, io_type, out, serving_base, batching, name, version, overwrite,
-               no_parity):
+def export_cmd(run, fmt, quantize, io_type, calibration_images, out, serving_base, batching, name,
+               version, overwrite, no_parity):
     """Export RUN for deployment and check it against Keras (parity.json/.md in --out)."""
     from exporters import export
     from exporters.parity import markdown_table, parity_report, reference, write_parity
@@ -188,6 +190,8 @@ def export_cmd(run, fmt, quantize, io_type, out, serving_base, batching, name, v
     if not (out or serving_base):
         raise LabtfError("pass --out DIR (or --serving-base DIR with --format saved_model)")
     opts = {"io_type": io_type} if fmt == "tflite" else {}
+    if fmt in ("tflite", "tensorrt"):
+        opts["calibration_images"] = calibration_images
     if fmt == "saved_model":
         opts = {"name": name, "version": version, "batching": batching}
     artifact = export(run, fmt, serving_base or out, quantize=quantize, overwrite=overwrite, **opts)

@@ -294,3 +294,21 @@ def test_tensorrt_calibration_batches_feed_the_onnx_input(trained_run, artifacts
 def test_tensorrt_engine_build_needs_gpu():
     pytest.importorskip("tensorrt", reason="TensorRT is not installable here (no NVIDIA GPU); "
                         "build with trtexec as in README")
+
+
+def test_cli_int8_calibration_images(trained_run, tmp_path, caplog):
+    import logging
+
+    from click.testing import CliRunner
+
+    import cli
+
+    if _missing("tflite"):
+        pytest.skip(_missing("tflite"))
+    with caplog.at_level(logging.INFO, logger="exporters.tflite"):
+        res = CliRunner().invoke(cli.main, ["export", str(trained_run.path), "--format", "tflite",
+                                            "--quantize", "int8", "--calibration-images", "5",
+                                            "--out", str(tmp_path), "--no-parity"])
+    assert res.exit_code == 0, res.output
+    assert "int8 calibration on 5 train images" in caplog.text
+    assert (tmp_path / "model_int8.tflite").is_file()
