@@ -230,20 +230,9 @@ def measure_latency(predictor: Predictor, image: np.ndarray, runs: int = 30,
 
 def save_overlay(image: np.ndarray, cam: np.ndarray, path: Path, alpha: float = 0.45) -> Path:
     """Write a heat-map overlay PNG of ``cam`` (h,w in [0,1]) on ``image`` (S,S,3 uint8)."""
-    from matplotlib import colormaps
-    from PIL import Image
+    from labtf.explain.render import overlay, save_png
 
-    size = image.shape[:2][::-1]
-    heat = np.asarray(Image.fromarray((np.clip(cam, 0, 1) * 255).astype(np.uint8)).resize(
-        size, Image.BILINEAR), np.float32) / 255.0
-    colour = colormaps["jet"](heat)[..., :3] * 255.0
-    blend = (1 - alpha) * image.astype(np.float32) + alpha * colour
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(np.clip(blend, 0, 255).astype(np.uint8)).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return save_png(overlay(image, np.asarray(cam, np.float32), alpha), path)
 
 
 def _source_run(predictor: Predictor, artifact: str, run_path: str | None) -> str | None:

@@ -88,11 +88,7 @@ def grid(tiles: list[Image.Image], columns: int, pad: int = 4) -> Image.Image:
 
 def save_png(img: Image.Image | np.ndarray, path: str | os.PathLike) -> Path:
     """Write a PNG atomically."""
-    if isinstance(img, np.ndarray):
-        img = Image.fromarray(img)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return write_bytes(Path(path), buf.getvalue())
+    return write_bytes(Path(path), png_bytes(img))
 
 
 def save_npy(arr: np.ndarray, path: str | os.PathLike) -> Path:
