@@ -196,3 +196,40 @@ def test_embedding_stage_catches_cropped_colour_shifted_copy():
     assert target not in plain
     assert target in found
     assert found <= {target}, found  # no look-alike among the other originals joined
+
+
+def test_crop_that_changes_border_trimming_is_joined():
+    """algeria.jpg's white half merges with its white border, so trimming cuts it away, while a
+    copy cropped by 6% on the left and 3% elsewhere keeps no uniform border: only the untrimmed
+    views join them."""
+    pytest.importorskip("keras")
+    from labtf.curate.embed import attach, embeddings
+
+    flags = [Image.open(CLIPART / "flag" / f"{n}.jpg").convert("RGB")
+             for n in ("algeria", "france", "japan", "nigeria", "pakistan", "mexico")]
+    w, h = flags[0].size
+    imgs = [flags[0].crop((round(w * .06), round(h * .03), w - round(w * .03), h - round(h * .03))),
+            *flags]
+    sigs = attach([signature(i) for i in imgs], embeddings(imgs))
+    assert sigs[1].raw is not None and sigs[0].raw is None, "the test image no longer trims so"
+    found = {(i, j) for i, j, *_ in near_duplicate_pairs(sigs)}
+    assert (0, 1) in found
+    assert found == {(0, 1)}, found
+    for s in sigs:
+        s.raw = None
+    assert (0, 1) not in {(i, j) for i, j, *_ in near_duplicate_pairs(sigs)}
+
+
+def test_colour_layout_stable_when_a_channel_is_empty():
+    """A blue-and-black image has no red or green: grey-world gains must not amplify JPEG noise."""
+    import io
+
+    from labtf.curate.phash import colour_layout
+
+    a = np.zeros((120, 180, 3), np.uint8)
+    a[:60, :, 2] = 255
+    img = Image.fromarray(a)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=40)
+    again = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    assert np.abs(colour_layout(img) - colour_layout(again)).mean() < 5

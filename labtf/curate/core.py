@@ -180,7 +180,8 @@ def curate(work: str | os.PathLike, min_side: int = 64, max_aspect: float = 4.0,
                           "strict_max": phash.STRICT_MAX, "ncc_min": phash.NCC_MIN,
                           "colour_max": phash.COLOUR_MAX, "embedding": bool(embed),
                           **({"emb_cand": phash.EMB_CAND, "emb_min": phash.EMB_MIN,
-                              "emb_weak": phash.EMB_WEAK, "ncc_strong": phash.NCC_STRONG}
+                              "emb_weak": phash.EMB_WEAK, "ncc_strong": phash.NCC_STRONG,
+                              "ncc_exact": phash.NCC_EXACT, "emb_floor": phash.EMB_FLOOR}
                              if embed else {}), **(thresholds or {})},
            "groups": glist}
     if paths is not None:
