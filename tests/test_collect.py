@@ -66,6 +66,17 @@ def test_openverse_and_wikimedia_parse_and_page(server):
         make_provider("nope", c)
 
 
+def test_rate_limit_applies_to_redirect_targets(server):
+    """A redirect to another host waits for that host's rate limit too."""
+    c = fast_client(rate_per_host=1000)
+    hosts = []
+    wait = c.limiter.wait
+    c.limiter.wait = lambda host: (hosts.append(host), wait(host))
+    assert c.get(server.base + "/away/a1.jpg").body == IMAGES["a1.jpg"][0]
+    port = server.base.rsplit(":", 1)[1]
+    assert hosts == [f"127.0.0.1:{port}", f"localhost:{port}"]
+
+
 def test_http_failures(server):
     c = fast_client()
     assert c.get(server.base + "/redirect/a1.jpg").body == IMAGES["a1.jpg"][0]

@@ -4,7 +4,8 @@ Serves, on 127.0.0.1 only: ``/v1/images/`` (Openverse-shaped JSON),
 ``/w/api.php`` (MediaWiki ``generator=search`` + ``imageinfo`` JSON), ``/img/NAME``
 (the images given), and misbehaving endpoints: ``/slow/NAME`` (delays),
 ``/status/CODE``, ``/flaky/K/NAME`` (K times 500, then the image),
-``/redirect/NAME`` (302 to ``/img/NAME``), ``/html``, ``/notimage`` (garbage
+``/redirect/NAME`` (302 to ``/img/NAME``), ``/away/NAME`` (302 to the same path on host
+``localhost``), ``/html``, ``/notimage`` (garbage
 with an image type), ``/huge`` (endless image/jpeg stream, bounded at 64 MB) and
 ``/drop/NAME`` (closes the connection mid-body).
 """
@@ -132,6 +133,10 @@ class FakeServer:
                         self._send(500, b"try again", "text/plain")
                     else:
                         self._image(parts[2])
+                elif parts[:1] == ["away"]:   # the same server under another host name
+                    port = self.server.server_address[1]
+                    self._send(302, b"", "text/plain",
+                               {"Location": f"http://localhost:{port}/img/{urllib.parse.quote(parts[1])}"})
                 elif parts[:1] == ["redirect"]:
                     self._send(302, b"", "text/plain", {"Location": f"/img/{urllib.parse.quote(parts[1])}"})
                 elif path == "/html":

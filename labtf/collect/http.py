@@ -1,6 +1,7 @@
 """A small, bounded HTTP client for collecting images (stdlib ``urllib`` only).
 
-Every request has a socket timeout and a total deadline, a per-host rate limit,
+Every request has a socket timeout and a total deadline, a per-host rate limit (applied to
+each redirect target's host too),
 retries with exponential backoff on 5xx/429, timeouts and dropped connections
 (never on other 4xx), and bodies are streamed with a hard size cap.
 """
@@ -64,6 +65,20 @@ class HostRateLimiter:
             time.sleep(start - now)
 
 
+class _LimitedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, waiting for the rate limit of each redirect target's host too."""
+
+    def __init__(self, limiter: HostRateLimiter):
+        super().__init__()
+        self.limiter = limiter
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102 (urllib hook)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None:
+            self.limiter.wait(urllib.parse.urlsplit(new.full_url).netloc)
+        return new
+
+
 class HttpClient:
     """GET with timeouts, retries, backoff, per-host rate limit and size cap.
 
@@ -84,7 +99,7 @@ class HttpClient:
         self.backoff = backoff
         self.limiter = HostRateLimiter(rate_per_host)
         self.max_bytes = max_bytes
-        self._opener = urllib.request.build_opener(urllib.request.HTTPRedirectHandler())
+        self._opener = urllib.request.build_opener(_LimitedRedirects(self.limiter))
 
     def get(self, url: str, accept: str = "*/*", max_bytes: int | None = None,
             type_prefixes: tuple[str, ...] = ()) -> Response:
