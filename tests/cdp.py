@@ -1,14 +1,19 @@
-"""A minimal headless-Chromium driver over the Chrome DevTools Protocol (aiohttp websocket).
+"""Headless Chromium over the Chrome DevTools Protocol, through --remote-debugging-pipe.
 
-Used by the serving page test: open a URL, evaluate JavaScript, set a file input
-(a real upload: the page's change handler runs). Loopback only; every wait is
-bounded in time.
+Standard library only. Used by the browser tests (the serving page, the review page):
+open a page, evaluate JavaScript, wait for a condition, set a file input (a real upload:
+the page's change handler runs), send input events, let downloads land in a folder.
+Every wait is bounded in time.
+
+    with Browser(chromium_path(), tmp_path / "profile", downloads=tmp_path) as browser:
+        page = browser.open(url)
+        assert page.wait_for("document.readyState === 'complete'", 10)
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import os
+import select
 import shutil
 import subprocess
 import time
@@ -16,8 +21,7 @@ from pathlib import Path
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--remote-debugging-address=127.0.0.1",
-         "--remote-debugging-port=0"]
+         "--disable-dev-shm-usage", "--remote-debugging-pipe"]
 
 
 def chromium_path() -> str | None:
@@ -28,104 +32,132 @@ def chromium_path() -> str | None:
     return None
 
 
-class Chromium:
-    """``with Chromium(exe, url, profile) as page: page.eval(...)``."""
+def _to_3_4(r: int, w: int) -> None:
+    """In the child: put the command pipe on fd 3 and the reply pipe on fd 4."""
+    r2, w2 = os.dup(r), os.dup(w)  # high numbers first, so 3/4 may be overwritten safely
+    os.dup2(r2, 3, inheritable=True)
+    os.dup2(w2, 4, inheritable=True)
 
-    def __init__(self, exe: str, url: str, profile: Path, timeout: float = 30.0) -> None:
-        self.exe, self.url, self.profile, self.timeout = exe, url, Path(profile), timeout
-        self.loop = asyncio.new_event_loop()
-        self.proc = None
+
+class Browser:
+    """Headless chromium driven through fd 3 (commands) and fd 4 (replies and events)."""
+
+    def __init__(self, binary: str, profile: str | Path, downloads: str | Path | None = None,
+                 timeout: float = 20.0):
+        self.timeout = timeout
+        Path(profile).mkdir(parents=True, exist_ok=True)
+        r_cmd, self._w = os.pipe()      # we write commands -> chromium reads fd 3
+        self._r, w_out = os.pipe()      # chromium writes fd 4 -> we read
+        self.proc = subprocess.Popen(
+            [binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            pass_fds=(3, 4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=lambda: _to_3_4(r_cmd, w_out))
+        os.close(r_cmd)
+        os.close(w_out)
         self._id = 0
+        self._buf = b""
+        self.events: list[dict] = []
+        if downloads is not None:
+            self.send("Browser.setDownloadBehavior", {"behavior": "allow",
+                                                      "downloadPath": str(Path(downloads).resolve())})
 
-    def __enter__(self) -> "Chromium":
-        self.profile.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen([self.exe, *FLAGS, f"--user-data-dir={self.profile}", self.url],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        port_file, t0 = self.profile / "DevToolsActivePort", time.monotonic()
-        while not (port_file.is_file() and port_file.read_text().strip()):
-            if self.proc.poll() is not None or time.monotonic() - t0 > self.timeout:
-                self.__exit__(None, None, None)
-                raise RuntimeError("chromium did not open its DevTools port")
-            time.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        self.loop.run_until_complete(self._connect(port))
+    def send(self, method: str, params: dict | None = None, session: str | None = None,
+             timeout: float | None = None) -> dict:
+        """Send a command and wait (bounded) for its reply."""
+        self._id += 1
+        msg = {"id": self._id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self._w, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while time.monotonic() < deadline:
+            for m in self._read(deadline - time.monotonic()):
+                if m.get("id") == self._id:
+                    if "error" in m:
+                        raise RuntimeError(f"{method}: {m['error']}")
+                    return m.get("result", {})
+                self.events.append(m)
+        raise TimeoutError(f"no reply to {method}")
+
+    def _read(self, timeout: float) -> list[dict]:
+        ready, _, _ = select.select([self._r], [], [], max(0.0, timeout))
+        if not ready:
+            return []
+        chunk = os.read(self._r, 1 << 20)
+        if not chunk:
+            raise RuntimeError("chromium closed the pipe")
+        self._buf += chunk
+        *msgs, self._buf = self._buf.split(b"\0")
+        return [json.loads(m) for m in msgs if m]
+
+    def open(self, url: str) -> "Page":
+        """A new tab at ``url``, attached (flat session) with the Runtime domain enabled."""
+        target = self.send("Target.createTarget", {"url": url})["targetId"]
+        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        page = Page(self, session)
+        page.send("Runtime.enable")
+        return page
+
+    def close(self) -> None:
+        """Close the browser (bounded wait, then kill)."""
+        try:
+            self.send("Browser.close", timeout=5)
+        except Exception:
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        os.close(self._w)
+        os.close(self._r)
+
+    def __enter__(self) -> "Browser":
         return self
 
-    async def _connect(self, port: int) -> None:
-        import aiohttp
+    def __exit__(self, *exc) -> None:
+        self.close()
 
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
-        t0 = time.monotonic()
-        while True:
-            async with self.session.get(f"http://127.0.0.1:{port}/json/list") as r:
-                pages = [t for t in await r.json() if t.get("type") == "page"]
-            if pages or time.monotonic() - t0 > self.timeout:
-                break
-            await asyncio.sleep(0.2)
-        self.ws = await self.session.ws_connect(pages[0]["webSocketDebuggerUrl"], max_msg_size=0)
 
-    async def _send(self, method: str, params: dict | None = None) -> dict:
-        self._id += 1
-        await self.ws.send_str(json.dumps({"id": self._id, "method": method, "params": params or {}}))
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            msg = await self.ws.receive(timeout=self.timeout)
-            data = json.loads(msg.data)
-            if data.get("id") == self._id:
-                if "error" in data:
-                    raise RuntimeError(f"{method}: {data['error']}")
-                return data["result"]
-        raise TimeoutError(method)
+class Page:
+    """One attached tab."""
 
-    def call(self, method: str, params: dict | None = None) -> dict:
-        """One CDP command."""
-        return self.loop.run_until_complete(self._send(method, params))
+    def __init__(self, browser: Browser, session: str):
+        self.browser, self.session = browser, session
+
+    def send(self, method: str, params: dict | None = None) -> dict:
+        """One CDP command in this tab's session."""
+        return self.browser.send(method, params, self.session)
 
     def eval(self, expression: str):
-        """Evaluate JavaScript in the page; its value (JSON-able)."""
-        res = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True,
+        """Evaluate JavaScript in the page; its value (JSON-able; promises are awaited)."""
+        res = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
                                              "awaitPromise": True})
         if "exceptionDetails" in res:
             raise RuntimeError(res["exceptionDetails"].get("text", "JS exception"))
         return res["result"].get("value")
 
     def wait_for(self, condition: str, timeout: float) -> bool:
-        """Poll a JavaScript condition until true (False after ``timeout`` s)."""
+        """Poll a JavaScript condition until true (False after ``timeout`` s); an exception
+        while the page is still loading counts as false."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
-            if self.eval(f"!!({condition})"):
-                return True
+            try:
+                if self.eval(f"!!({condition})"):
+                    return True
+            except RuntimeError:
+                pass
             time.sleep(0.1)
         return False
 
+    def click(self, x: float, y: float) -> None:
+        """A left mouse click at viewport coordinates (real input events)."""
+        for kind in ("mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left",
+                                                   "clickCount": 1})
+
     def upload(self, selector: str, path: Path) -> None:
         """Choose ``path`` in the file input ``selector`` (fires its change event)."""
-        root = self.call("DOM.getDocument")["root"]["nodeId"]
-        node = self.call("DOM.querySelector", {"nodeId": root, "selector": selector})["nodeId"]
-        self.call("DOM.setFileInputFiles", {"files": [str(Path(path).resolve())], "nodeId": node})
-
-    def screenshot(self, path: Path) -> Path:
-        """PNG of the viewport."""
-        import base64
-
-        data = self.call("Page.captureScreenshot", {"format": "png"})["data"]
-        Path(path).write_bytes(base64.b64decode(data))
-        return Path(path)
-
-    def __exit__(self, *exc) -> None:
-        async def close():
-            if getattr(self, "ws", None) is not None:
-                await self.ws.close()
-            if getattr(self, "session", None) is not None:
-                await self.session.close()
-        try:
-            self.loop.run_until_complete(close())
-        finally:
-            self.loop.close()
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(5)
+        root = self.send("DOM.getDocument")["root"]["nodeId"]
+        node = self.send("DOM.querySelector", {"nodeId": root, "selector": selector})["nodeId"]
+        self.send("DOM.setFileInputFiles", {"files": [str(Path(path).resolve())], "nodeId": node})

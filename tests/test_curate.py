@@ -115,47 +115,32 @@ def test_curate_apply_and_grouped_split(tmp_path):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")
 def test_review_page_in_headless_chromium(tmp_path):
-    from cdp_pipe import Chromium
+    from cdp import Browser
 
     work = make_workspace(tmp_path)
     curate(work)
-    page = (work / "curation/review/bird.html").resolve()
+    review = (work / "curation/review/bird.html").resolve()
     dl = tmp_path / "downloads"
     dl.mkdir()
-    b = Chromium(CHROMIUM, str(tmp_path))
-    try:
-        b.send("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(dl)})
-        tid = b.send("Target.createTarget", {"url": page.as_uri()})["targetId"]
-        s = b.send("Target.attachToTarget", {"targetId": tid, "flatten": True})["sessionId"]
-        b.send("Runtime.enable", {}, s)
-
-        def js(expr: str):
-            reply = b.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}, s)
-            return reply["result"].get("value")
-
-        for _ in range(100):  # bounded wait for the page
-            if js("document.readyState") == "complete" and js("document.querySelectorAll('.tile').length"):
-                break
-            time.sleep(0.1)
-        tiles = js("Array.from(document.querySelectorAll('.tile')).map(t => t.dataset.path)")
+    with Browser(CHROMIUM, tmp_path / "profile", downloads=dl) as browser:
+        page = browser.open(review.as_uri())
+        assert page.wait_for("document.readyState === 'complete' && "
+                             "document.querySelectorAll('.tile').length", 10)
+        tiles = page.eval("Array.from(document.querySelectorAll('.tile')).map(t => t.dataset.path)")
         assert len(tiles) >= 3
         for k in (0, 2, 1, 1):  # click 0, 2, then 1 twice (undo)
-            rect = js(f"(() => {{const e = document.querySelectorAll('.tile')[{k}];"
-                      "e.scrollIntoView(); const r = e.getBoundingClientRect();"
-                      "return [r.x + r.width / 2, r.y + r.height / 2];})()")
-            for ev in ("mousePressed", "mouseReleased"):
-                b.send("Input.dispatchMouseEvent", {"type": ev, "x": rect[0], "y": rect[1],
-                                                    "button": "left", "clickCount": 1}, s)
-        assert js("document.getElementById('count').textContent") == "2"
-        js("document.getElementById('export').click()")
+            x, y = page.eval(f"(() => {{const e = document.querySelectorAll('.tile')[{k}];"
+                             "e.scrollIntoView(); const r = e.getBoundingClientRect();"
+                             "return [r.x + r.width / 2, r.y + r.height / 2];})()")
+            page.click(x, y)
+        assert page.eval("document.getElementById('count').textContent") == "2"
+        page.eval("document.getElementById('export').click()")
         target = dl / "rejected_bird.json"
         for _ in range(100):
             if target.is_file():
                 break
             time.sleep(0.1)
         exported = json.loads(target.read_text())
-    finally:
-        b.close()
     assert exported == {"class": "bird", "rejected": sorted([tiles[0], tiles[2]])}
     r = apply_rejections(work, [str(target)])
     assert r["rejected"] == 2

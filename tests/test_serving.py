@@ -316,7 +316,7 @@ def test_saved_model_artifact_in_thread(exported, images):
 
 
 def test_page_in_headless_chromium(server, images, exported, tmp_path):
-    from cdp import Chromium, chromium_path
+    from cdp import Browser, chromium_path
 
     exe = chromium_path()
     if exe is None:
@@ -326,7 +326,8 @@ def test_page_in_headless_chromium(server, images, exported, tmp_path):
     expected = predict_files(open_predictor(exported["tflite"]), [str(images[0])])[0]
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")
-    with Chromium(exe, f"{server.url}/", tmp_path / "profile") as page:
+    with Browser(exe, tmp_path / "profile") as browser:
+        page = browser.open(f"{server.url}/")
         assert page.wait_for("document.body.dataset.state === 'ready'", 30)
         page.upload("#file", images[0])
         assert page.wait_for("['done', 'error'].includes(document.body.dataset.state)", 30)
