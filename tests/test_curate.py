@@ -49,6 +49,23 @@ def test_planted_near_duplicates_precision_recall():
     assert scores["precision"] >= 0.9 and scores["recall"] >= 0.85, scores
 
 
+def test_class_outliers_flags_mislabelled_and_junk():
+    from labtf.curate.outliers import class_outliers
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 64))
+    emb = np.concatenate([c + 0.3 * rng.normal(size=(20, 64)) for c in centres])
+    labels = ["a"] * 20 + ["b"] * 20 + ["c"] * 20
+    labels[25] = "a"                                          # a 'b' image filed under 'a'
+    emb = np.concatenate([emb, rng.normal(size=(1, 64)) * 3])  # junk like no class, filed under 'c'
+    labels.append("c")
+    flags = {f["index"]: f for f in class_outliers(emb, labels)}
+    assert set(flags) == {25, 60}, flags
+    assert flags[25]["reason"] == "closer to another class" and flags[25]["closest_class"] == "b"
+    assert flags[60]["reason"] == "far from its class" and flags[60]["z"] >= 3.5
+    assert class_outliers(emb[:5], labels[:5]) == []          # classes too small to score
+
+
 def make_workspace(tmp_path: Path) -> Path:
     work = tmp_path / "work"
     rng = np.random.default_rng(1)
@@ -84,6 +101,13 @@ def test_curate_apply_and_grouped_split(tmp_path):
     assert any("images/fruit/mislabelled_copy.jpg" in g["paths"] for g in cross)
     assert c["cross_class_groups"] >= 1
     assert (work / "curation/review/index.html").is_file() and (work / "curation/review/bird.html").is_file()
+    # the bird image filed under fruit is flagged for review as closer to 'bird' (embedding stage)
+    flags = {f["path"]: f for f in json.loads((work / "curation/outliers.json").read_text())["flags"]}
+    odd = flags.get("images/fruit/mislabelled_copy.jpg")
+    assert odd and odd["reason"] == "closer to another class" and odd["closest_class"] == "bird", flags
+    print("outlier flags:", {p: (f["reason"], f["closest_class"]) for p, f in flags.items()})
+    assert rep["outliers"]["flagged"] == len(flags) <= 5
+    assert "looks like bird" in (work / "curation/review/fruit.html").read_text()
     # a person's rejections
     lst = tmp_path / "rejected_fruit.json"
     lst.write_text(json.dumps({"class": "fruit", "rejected": ["images/fruit/mislabelled_copy.jpg"]}))

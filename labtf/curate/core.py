@@ -1,7 +1,8 @@
 """The curate step: filter unusable images, find near-duplicate groups, write review pages.
 
 Outputs in ``WORK/curation/``: ``groups.json`` (near-duplicate groups and pairs,
-read by the split) and ``review/index.html`` + one page per class. ``apply_rejections`` moves the
+read by the split), ``outliers.json`` (images flagged as likely irrelevant or mislabelled, with
+the embedding stage) and ``review/index.html`` + one page per class. ``apply_rejections`` moves the
 files a person rejected to ``WORK/rejected/``.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from labtf.collect.download import sha256_file
@@ -25,6 +27,7 @@ from labtf.images import is_image_name
 log = logging.getLogger(__name__)
 
 GROUPS_NAME = "groups.json"
+OUTLIERS_NAME = "outliers.json"
 
 
 def workspace_images(work: str | os.PathLike) -> Path:
@@ -100,7 +103,7 @@ def _by_path(ledger: Ledger) -> dict[str, dict]:
 def curate(work: str | os.PathLike, min_side: int = 64, max_aspect: float = 4.0,
            drop_duplicates: bool = False, review: bool = True,
            thresholds: dict | None = None, embed: bool | None = None) -> dict:
-    """Filter, group near-duplicates and write the review pages.
+    """Filter, group near-duplicates, flag likely outliers and write the review pages.
 
     Args:
         work: collect workspace.
@@ -152,6 +155,13 @@ def curate(work: str | os.PathLike, min_side: int = 64, max_aspect: float = 4.0,
         embed_mod.attach(sigs, embed_mod.embed_files([work / rel for rel, _ in kept]))
     pairs = phash.near_duplicate_pairs(sigs, **(thresholds or {}))
     groups = phash.group_pairs(len(kept), pairs)
+    flags = []
+    if embed and sigs:
+        from labtf.curate.outliers import class_outliers
+
+        flags = class_outliers(np.stack([s.embedding for s in sigs]), [label for _, label in kept])
+        for f in flags:
+            f["path"] = kept[f.pop("index")][0]
     glist = []
     for g, members in enumerate(groups.members):
         labels = sorted({kept[i][1] for i in members})
@@ -197,10 +207,19 @@ def curate(work: str | os.PathLike, min_side: int = 64, max_aspect: float = 4.0,
     record_step(work, "near_duplicates", counts)
     log.info("near-duplicates: %d group(s) over %d image(s), %d across classes, %d moved",
              len(glist), n_in, cross, len(dropped))
+    if embed:
+        flags = [f for f in flags if f["path"] not in {rel for rel, _ in dropped}]
+        write_text(work / "curation" / OUTLIERS_NAME, json.dumps({"flags": flags}, indent=1) + "\n")
+        n_closer = sum(f["reason"] == "closer to another class" for f in flags)
+        record_step(work, "outliers", {"before": len(kept), "after": len(kept), "flagged": len(flags),
+                                       "closer_to_another_class": n_closer,
+                                       "far_from_its_class": len(flags) - n_closer})
+        log.info("outliers: %d image(s) flagged for review (%d closer to another class)",
+                 len(flags), n_closer)
     if review:
         from labtf.curate.review import write_review_pages
 
-        index = write_review_pages(work, kept, glist)
+        index = write_review_pages(work, kept, glist, flags)
         log.info("review pages: %s", index)
     return counts
 

@@ -2,7 +2,8 @@
 
 Steps (in pipeline order): ``collect`` (candidates -> downloaded), ``filter``
 (corrupt / too small / extreme aspect), ``near_duplicates`` (groups found;
-extras moved only with ``--drop-duplicates``), ``review`` (a person's
+extras moved only with ``--drop-duplicates``), ``outliers`` (images flagged for review as
+closer to another class or far from their own; nothing moved), ``review`` (a person's
 rejections) and ``split``. Re-running a step replaces its entry.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from labtf.fileio import write_text
 
-STEP_ORDER = ("collect", "filter", "near_duplicates", "review", "split")
+STEP_ORDER = ("collect", "filter", "near_duplicates", "outliers", "review", "split")
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 

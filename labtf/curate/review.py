@@ -4,7 +4,8 @@ Thumbnails are embedded (base64 JPEG), so a page opens from anywhere. A person
 clicks images to mark them rejected (click again to undo) and presses
 "Export" to download ``rejected_<class>.json`` (``{"class", "rejected": [paths]}``),
 which ``labtf curate WORK --apply FILE`` applies. Near-duplicate groups are
-badged; groups spanning classes are flagged in red.
+badged; groups spanning classes are flagged in red; likely outliers
+(:mod:`labtf.curate.outliers`) get an orange badge and come first.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ body{{font-family:sans-serif;margin:1em;background:#fafafa}}
 .tile .cap{{overflow:hidden;white-space:nowrap;text-overflow:ellipsis;padding:2px}}
 .badge{{background:#36c;color:#fff;border-radius:3px;padding:0 3px}}
 .badge.cross{{background:#d00}}
+.badge.odd{{background:#e80}}
 </style></head><body>
 <div id="bar"><b>{title}</b> &middot; {n} image(s) &middot; click to reject, click again to undo &middot;
 <span id="count">0</span> rejected
@@ -84,13 +86,15 @@ def thumbnail_data_uri(path: Path, px: int = THUMB_PX) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def write_review_pages(work: Path, items: list[tuple[str, str]], groups: list[dict]) -> Path:
+def write_review_pages(work: Path, items: list[tuple[str, str]], groups: list[dict],
+                       flags: list[dict] | None = None) -> Path:
     """Write ``curation/review/<class>.html`` and ``index.html``.
 
     Args:
         work: workspace.
         items: (path relative to the workspace, label) of images to review.
         groups: near-duplicate groups as in ``groups.json``.
+        flags: likely outliers as in ``outliers.json`` (shown first, badged).
 
     Returns:
         Path of ``index.html``.
@@ -101,20 +105,28 @@ def write_review_pages(work: Path, items: list[tuple[str, str]], groups: list[di
     for g in groups:
         for p in g["paths"]:
             badge[p] = (g["group"], g["cross_class"], g["labels"])
+    odd = {f["path"]: f for f in flags or []}
     by_class: dict[str, list[str]] = {}
     for rel, label in items:
         by_class.setdefault(label, []).append(rel)
     rows = []
     for label, paths in sorted(by_class.items()):
         tiles = []
+        paths = sorted(paths, key=lambda p: p not in odd)   # flagged first, otherwise in order
         for rel in paths:
             cap = html.escape(Path(rel).name)
             b = ""
+            if rel in odd:
+                f = odd[rel]
+                why = (f"looks like {f['closest_class']}" if f["reason"] == "closer to another class"
+                       else "odd one out")
+                b = f'<span class="badge odd">{html.escape(why)}</span> '
+
             if rel in badge:
                 g, cross, labels = badge[rel]
                 other = [x for x in labels if x != label]
                 extra = f" also in {', '.join(other)}" if cross else ""
-                b = f'<span class="badge{" cross" if cross else ""}">dup {g}{html.escape(extra)}</span> '
+                b += f'<span class="badge{" cross" if cross else ""}">dup {g}{html.escape(extra)}</span> '
             tiles.append(f'<div class="tile" data-path="{html.escape(rel)}" title="{html.escape(rel)}">'
                          f'<img loading="lazy" src="{thumbnail_data_uri(work / rel)}" alt="">'
                          f'<div class="cap">{b}{cap}</div></div>')
@@ -122,15 +134,17 @@ def write_review_pages(work: Path, items: list[tuple[str, str]], groups: list[di
                             cls_json=json.dumps(label), px=THUMB_PX)
         write_text(out / f"{label}.html", page)
         n_dup = sum(1 for p in paths if p in badge)
+        n_odd = sum(1 for p in paths if p in odd)
         rows.append(f'<tr><td><a href="{html.escape(label)}.html">{html.escape(label)}</a></td>'
-                    f"<td>{len(paths)}</td><td>{n_dup}</td></tr>")
+                    f"<td>{len(paths)}</td><td>{n_dup}</td><td>{n_odd}</td></tr>")
     cross = [g for g in groups if g["cross_class"]]
     index = ("<!doctype html><html><head><meta charset='utf-8'><title>labtf review</title></head>"
              "<body style='font-family:sans-serif'><h1>Review</h1><p>Open each class, click the "
              "images that do not belong, press <i>Export rejected list</i>, then run "
              "<code>labtf curate WORK --apply rejected_CLASS.json</code>.</p>"
              "<table border=1 cellpadding=4><tr><th>class</th><th>images</th>"
-             f"<th>in near-duplicate groups</th></tr>{''.join(rows)}</table>"
+             f"<th>in near-duplicate groups</th><th>flagged as likely outliers</th></tr>"
+             f"{''.join(rows)}</table>"
              f"<p>{len(groups)} near-duplicate group(s); {len(cross)} span classes:</p><ul>"
              + "".join(f"<li>group {g['group']}: {html.escape(', '.join(g['paths']))}</li>" for g in cross)
              + "</ul></body></html>\n")
