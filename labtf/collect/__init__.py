@@ -20,7 +20,7 @@ from labtf.collect.http import HttpClient
 from labtf.collect.ledger import LEDGER_NAME, Ledger
 from labtf.collect.providers import PROVIDERS, Candidate, make_provider, register_provider
 from labtf.errors import LabtfError
-from labtf.fileio import write_text
+from labtf.fileio import read_json_or_text, write_text
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +40,15 @@ def load_keywords(path: str | os.PathLike) -> dict[str, list[str]]:
         LabtfError: missing file, bad syntax, bad class name or a class without queries.
     """
     path = Path(path)
-    if not path.is_file():
-        raise LabtfError(f"keywords file {path} does not exist; pass a JSON file "
-                         '{"classes": {"label": ["query", ...]}}')
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise LabtfError(f"keywords file {path}: invalid JSON ({exc})") from None
+    is_json, data = read_json_or_text(path, "keywords file",
+                                      'pass a JSON file {"classes": {"label": ["query", ...]}}')
+    if is_json:
         classes = data.get("classes", data) if isinstance(data, dict) else None
         if not isinstance(classes, dict):
             raise LabtfError(f"keywords file {path}: expected an object of label -> list of queries")
     else:
         classes = {}
-        for i, line in enumerate(text.splitlines(), start=1):
+        for i, line in enumerate(data.splitlines(), start=1):
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             if ":" not in line:

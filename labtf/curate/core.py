@@ -21,7 +21,7 @@ from labtf.collect.ledger import LEDGER_NAME, Ledger
 from labtf.curate import phash
 from labtf.curate.report import load_report, record_step
 from labtf.errors import LabtfError
-from labtf.fileio import write_text
+from labtf.fileio import read_json_or_text, write_text
 from labtf.images import is_image_name
 
 log = logging.getLogger(__name__)
@@ -185,6 +185,7 @@ def curate(work: str | os.PathLike, min_side: int = 64, max_aspect: float = 4.0,
         glist = [g for g in glist if len(g["paths"]) > 1]
         gone = {rel for rel, _ in dropped}
         kept = [k for k in kept if k[0] not in gone]
+        flags = [f for f in flags if f["path"] not in gone]
     paths = [rel for rel, _ in kept] if not dropped else None
     doc = {"thresholds": {"phash_max": phash.PHASH_MAX, "dhash_max": phash.DHASH_MAX,
                           "strict_max": phash.STRICT_MAX, "ncc_min": phash.NCC_MIN,
@@ -208,7 +209,6 @@ def curate(work: str | os.PathLike, min_side: int = 64, max_aspect: float = 4.0,
     log.info("near-duplicates: %d group(s) over %d image(s), %d across classes, %d moved",
              len(glist), n_in, cross, len(dropped))
     if embed:
-        flags = [f for f in flags if f["path"] not in {rel for rel, _ in dropped}]
         write_text(work / "curation" / OUTLIERS_NAME, json.dumps({"flags": flags}, indent=1) + "\n")
         n_closer = sum(f["reason"] == "closer to another class" for f in flags)
         record_step(work, "outliers", {"before": len(kept), "after": len(kept), "flagged": len(flags),
@@ -231,19 +231,13 @@ def read_list(path: str | os.PathLike) -> list[str]:
         LabtfError: missing or unreadable file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise LabtfError(f"rejection list {path} does not exist; export it from a review page")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise LabtfError(f"rejection list {path}: invalid JSON ({exc})") from None
+    is_json, data = read_json_or_text(path, "rejection list", "export it from a review page")
+    if is_json:
         items = data.get("rejected") if isinstance(data, dict) else data
         if not isinstance(items, list):
             raise LabtfError(f"rejection list {path}: expected {{\"rejected\": [paths]}}")
         return [str(x) for x in items]
-    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    return [ln.strip() for ln in data.splitlines() if ln.strip() and not ln.startswith("#")]
 
 
 def apply_rejections(work: str | os.PathLike, lists: list[str]) -> dict:
