@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -204,21 +205,32 @@ class _Views:
         self.colours = np.stack([s.colour for s in sigs])
 
 
+class _Thresholds(NamedTuple):
+    """Stage-2 thresholds (see the module constants)."""
+
+    ncc_min: float
+    colour_max: float
+    emb_min: float
+    emb_weak: float
+    ncc_strong: float
+    ncc_exact: float
+    emb_floor: float
+
+
 def _verify(v: _Views, i: np.ndarray, j: np.ndarray, cos: np.ndarray | None,
-            th: tuple) -> tuple[np.ndarray, np.ndarray]:
+            th: _Thresholds) -> tuple[np.ndarray, np.ndarray]:
     """Stage-2 check of pairs (i[k], j[k]): (best correlation, accepted) per pair."""
-    ncc_min, colour_max, emb_min, emb_weak, ncc_strong, ncc_exact, emb_floor = th
-    if ncc_min <= 0:
+    if th.ncc_min <= 0:
         return np.ones(len(i), dtype=np.float32), np.ones(len(i), dtype=bool)
     col = np.abs(v.colours[i] - v.colours[j]).mean(1)
     if cos is None:
         ncc = _best_ncc(v.thumbs, i, j)
-        return ncc, (ncc >= ncc_min) & (col <= colour_max)
+        return ncc, (ncc >= th.ncc_min) & (col <= th.colour_max)
     ncc = np.maximum(_best_ncc(v.thumbs, i, j), np.maximum(_scaled_ncc(v.sigs, i, j),
                                                            _scaled_ncc(v.sigs, j, i)))
-    ok = (col <= colour_max) & (((ncc >= ncc_min) & (cos >= emb_min))
-                                | ((ncc >= ncc_strong) & (cos >= emb_weak))
-                                | ((ncc >= ncc_exact) & (cos >= emb_floor)))
+    ok = (col <= th.colour_max) & (((ncc >= th.ncc_min) & (cos >= th.emb_min))
+                                   | ((ncc >= th.ncc_strong) & (cos >= th.emb_weak))
+                                   | ((ncc >= th.ncc_exact) & (cos >= th.emb_floor)))
     return ncc, ok
 
 
@@ -249,11 +261,13 @@ def near_duplicate_pairs(sigs: list[Signature], phash_max: int = PHASH_MAX,
     d = np.array([s.dhash for s in sigs], dtype=np.uint64)
     use_emb = all(s.embedding is not None and s.scales is not None for s in sigs)
     emb = np.stack([s.embedding for s in sigs]).astype(np.float32) if use_emb else None
-    th = (ncc_min, colour_max, emb_min, emb_weak, ncc_strong, ncc_exact, emb_floor)
-    th_raw = (ncc_min, colour_max, emb_min, emb_min, ncc_strong, 2.0, emb_min)
+    th = _Thresholds(ncc_min, colour_max, emb_min, emb_weak, ncc_strong, ncc_exact, emb_floor)
+    # untrimmed views: every rule needs cosine >= emb_min (the colour-cast rule is off), as
+    # untrimmed clipart correlates on its blank background alone
+    th_raw = th._replace(emb_weak=emb_min, ncc_exact=np.inf, emb_floor=emb_min)
     views = _Views(sigs)
-    raws = _Views([s.raw or s for s in sigs])
     has_raw = np.array([s.raw is not None for s in sigs])
+    raws = _Views([s.raw or s for s in sigs]) if use_emb and has_raw.any() else None
     out = []
     for s in range(0, len(p), chunk):
         dp = hamming_matrix(p[s:s + chunk], p)
@@ -270,10 +284,8 @@ def near_duplicate_pairs(sigs: list[Signature], phash_max: int = PHASH_MAX,
             gi = bi + s
             cs = cos[bi, bj] if use_emb else None
             ncc, ok = _verify(views, gi, bj, cs, th)
-            # untrimmed views where trimming changed only one of the two images; these need
-            # the embedding to agree strongly (cosine >= emb_min), as untrimmed clipart
-            # correlates on its blank background alone
-            two = np.nonzero(has_raw[gi] != has_raw[bj])[0] if use_emb else []
+            # untrimmed views where trimming changed only one of the two images
+            two = np.nonzero(has_raw[gi] != has_raw[bj])[0] if raws is not None else []
             if len(two):
                 ncc2, ok2 = _verify(raws, gi[two], bj[two], cs[two], th_raw)
                 ncc[two] = np.maximum(ncc[two], ncc2)

@@ -121,7 +121,6 @@ def write_review_pages(work: Path, items: list[tuple[str, str]], groups: list[di
                 why = (f"looks like {f['closest_class']}" if f["reason"] == "closer to another class"
                        else "odd one out")
                 b = f'<span class="badge odd">{html.escape(why)}</span> '
-
             if rel in badge:
                 g, cross, labels = badge[rel]
                 other = [x for x in labels if x != label]
