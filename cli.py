@@ -169,6 +169,10 @@ def _export_choices(field: str) -> list[str]:
               type=click.Choice(["float32", "uint8", "int8"]), help="int8 tflite input/output type.")
 @click.option("--calibration-images", default=100, show_default=True,
               help="int8: train-split images used for calibration.")
+@click.option("--int8-rounding", default="adaptive", show_default=True,
+              type=click.Choice(["adaptive", "nearest"]),
+              help="int8 tflite weights: adaptive (each weight rounded up or down to keep "
+                   "layer outputs close, plus bias correction) or nearest (the converter's).")
 @click.option("--out", default=None, help="Output folder (artifacts + parity.json/.md).")
 @click.option("--serving-base", default=None, metavar="DIR",
               help="saved_model: TF Serving repository; writes DIR/NAME/VERSION/ + DIR/models.config.")
@@ -178,8 +182,8 @@ def _export_choices(field: str) -> list[str]:
 @click.option("--overwrite", is_flag=True, help="Replace an existing artifact.")
 @click.option("--no-parity", is_flag=True, help="Skip the parity report against Keras.")
 @user_errors
-def export_cmd(run, fmt, quantize, io_type, calibration_images, out, serving_base, batching, name,
-               version, overwrite, no_parity):
+def export_cmd(run, fmt, quantize, io_type, calibration_images, int8_rounding, out, serving_base,
+               batching, name, version, overwrite, no_parity):
     """Export RUN for deployment and check it against Keras (parity.json/.md in --out)."""
     from exporters import export
     from exporters.parity import markdown_table, parity_report, reference, write_parity
@@ -189,7 +193,7 @@ def export_cmd(run, fmt, quantize, io_type, calibration_images, out, serving_bas
         raise LabtfError("--serving-base is for --format saved_model")
     if not (out or serving_base):
         raise LabtfError("pass --out DIR (or --serving-base DIR with --format saved_model)")
-    opts = {"io_type": io_type} if fmt == "tflite" else {}
+    opts = {"io_type": io_type, "int8_rounding": int8_rounding} if fmt == "tflite" else {}
     if fmt in ("tflite", "tensorrt"):
         opts["calibration_images"] = calibration_images
     if fmt == "saved_model":

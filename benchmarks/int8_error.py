@@ -1,13 +1,15 @@
 """Where the full-integer TF-Lite model departs from Keras, and which images it flips.
 
-    python benchmarks/int8_error.py RUN [--calibration 100] [--record FILE]
+    python benchmarks/int8_error.py RUN [--calibration 100] [--rounding adaptive|nearest]
+                                        [--record FILE]
 
 For each split of the run: top-1 agreement, accuracy (int8 vs Keras), mean |dp|, and every
 flipped image with the Keras top-2 margin (a flip of a near-tie says little about the export).
 Then where the error comes from, on the test images: the int8 model's own GAP features and
 logits (read back with ``experimental_preserve_all_tensors``) against Keras', the Dense layer's
 own error on the int8 features, the input normalisation alone (Keras fed the pixels the int8
-SUB/MUL would produce), and a weights-only (dynamic-range) int8 model.
+SUB/MUL would produce), a weights-only (dynamic-range) int8 model, and (adaptive rounding)
+the float model carrying the rounded int8 weights.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exporters.common import load_images, split_samples  # noqa: E402
-from exporters.tflite import convert  # noqa: E402
+from exporters.int8_rounding import round_weights  # noqa: E402
+from exporters.tflite import ROUNDING, ROUNDING_IMAGES, convert  # noqa: E402
 from labtf.export_model import build_export_model  # noqa: E402
 from labtf.model import GAP, LOGITS  # noqa: E402
 from labtf.run import Run, write_text  # noqa: E402
@@ -89,16 +92,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run")
     ap.add_argument("--calibration", type=int, default=100, help="train images for calibration")
+    ap.add_argument("--rounding", default="adaptive", choices=ROUNDING,
+                    help="int8 weight rounding, as 'labtf export --int8-rounding'")
     ap.add_argument("--record", default=None, help="write the Markdown result here")
     a = ap.parse_args()
     run = Run.open(a.run)
     size, mode = int(run.meta["image_size"]), run.meta.get("resize", "crop")
     data = {s: load_images(split_samples(run, s), size, mode) for s in ("train", "val", "test")}
-    model = run.load_model()
-    export_model = build_export_model(model, run.meta.get("cam_layer"), normalize_cam=False)
-    flat = convert(export_model, size, "int8", representative=data["train"][0][:a.calibration])
+    model, rounded = run.load_model(), run.load_model()
+    calibration = data["train"][0][:a.calibration]
+    if a.rounding == "adaptive":
+        round_weights(rounded, model, calibration[:ROUNDING_IMAGES])
+    export_model = build_export_model(rounded, run.meta.get("cam_layer"), normalize_cam=False)
+    flat = convert(export_model, size, "int8", representative=calibration)
     lines = [f"# int8 TF-Lite error analysis: {run.path}", "",
-             f"Command: `python benchmarks/int8_error.py {a.run} --calibration {a.calibration}`", "",
+             f"Command: `python benchmarks/int8_error.py {a.run} --calibration {a.calibration} "
+             f"--rounding {a.rounding}`", "",
              "| split | images | top-1 agree | int8 acc. | Keras acc. | mean abs dp "
              "| flips (Keras top-2 margin) |",
              "|---|---:|---:|---:|---:|---:|---|"]
@@ -139,8 +148,13 @@ def main() -> None:
               f"| Dense layer's own error (int8 logits vs float Dense on the int8 features) | "
               f"{np.abs(ql - (qf @ w + b)).mean():.4f} |",
               f"| mean abs dp from the int8 input normalisation alone | {pre_dp:.5f} |",
-              f"| mean abs dp, weights-only int8 (dynamic range) | {dyn_dp:.4f} |",
-              f"| mean abs dp, full int8 | {np.abs(probabilities(flat, x) - keras_p['test']).mean():.4f} |"]
+              f"| mean abs dp, weights-only int8 (dynamic range) | {dyn_dp:.4f} |"]
+    if a.rounding == "adaptive":
+        rounded_dp = np.abs(np.asarray(rounded.predict(x, verbose=0)) - keras_p["test"]).mean()
+        lines.append(f"| mean abs dp, float model carrying the adaptive-rounded int8 weights | "
+                     f"{rounded_dp:.4f} |")
+    lines.append(f"| mean abs dp, full int8 | "
+                 f"{np.abs(probabilities(flat, x) - keras_p['test']).mean():.4f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if a.record:

@@ -12,6 +12,11 @@ Signature ``serving_default``: input ``image`` (N,S,S,3) float32 RGB 0..255
 full-integer model the CAM is the ReLU'd map before the per-image max scaling
 (``labtf.json`` says ``"cam_normalized": false``): an int8 DIV aborts when the
 map is all zero, so the reader (``TFLitePredictor``) divides by the max.
+
+int8 weights are rounded adaptively by default (:mod:`exporters.int8_rounding`:
+each conv weight goes to the grid point below or above that keeps the layer's
+output closest to float, then bias correction); ``int8_rounding="nearest"``
+leaves rounding to the converter.
 """
 from __future__ import annotations
 
@@ -29,6 +34,10 @@ log = logging.getLogger(__name__)
 
 QUANTIZE = ("none", "float16", "int8")
 IO_TYPES = ("float32", "uint8", "int8")
+#: int8 weight rounding: ``adaptive`` (exporters.int8_rounding) or the converter's ``nearest``.
+ROUNDING = ("adaptive", "nearest")
+#: Calibration images the adaptive rounding looks at (the first of the calibration set).
+ROUNDING_IMAGES = 32
 
 
 def artifact_name(quantize: str, with_cam: bool = True) -> str:
@@ -125,8 +134,8 @@ def read_embedded(path: str | Path) -> dict:
 
 
 def export_tflite(run, path: str | Path, quantize: str = "none", io_type: str = "float32",
-                  calibration_images: int = 100, with_cam: bool = True,
-                  overwrite: bool = False, **_: object) -> Path:
+                  calibration_images: int = 100, int8_rounding: str = "adaptive",
+                  with_cam: bool = True, overwrite: bool = False, **_: object) -> Path:
     """Export ``run`` to ``<path>/model_<fp32|fp16|int8>.tflite``.
 
     Args:
@@ -135,6 +144,8 @@ def export_tflite(run, path: str | Path, quantize: str = "none", io_type: str = 
         quantize: ``none`` (float32), ``float16`` or ``int8`` (full integer).
         io_type: ``float32``, ``uint8`` or ``int8`` input/output (int8 only).
         calibration_images: train-split images for int8 calibration.
+        int8_rounding: ``adaptive`` (choose each conv weight's rounding to keep layer
+            outputs close, :mod:`exporters.int8_rounding`) or ``nearest``.
         with_cam: include the CAM output.
         overwrite: replace an existing file.
 
@@ -146,6 +157,9 @@ def export_tflite(run, path: str | Path, quantize: str = "none", io_type: str = 
     """
     from labtf.export_model import build_export_model
 
+    if int8_rounding not in ROUNDING:
+        raise LabtfError(f"unknown --int8-rounding '{int8_rounding}'; choose one of: "
+                         f"{', '.join(ROUNDING)}")
     target = Path(path) / artifact_name(quantize, with_cam)
     check_target(target, overwrite)
     meta = run.meta
@@ -155,12 +169,20 @@ def export_tflite(run, path: str | Path, quantize: str = "none", io_type: str = 
         samples = split_samples(run, "train", calibration_images)
         representative, _ = load_images(samples, size, mode)
         log.info("int8 calibration on %d train images", len(representative))
+    model = run.load_model()
+    rounding = int8_rounding if quantize == "int8" else None
+    if rounding == "adaptive":
+        from exporters.int8_rounding import round_weights
+
+        log.info("int8 adaptive rounding on %d calibration images",
+                 min(ROUNDING_IMAGES, len(representative)))
+        round_weights(model, run.load_model(), representative[:ROUNDING_IMAGES])
     normalize = quantize != "int8"   # int8 DIV aborts on an all-zero map: the reader scales it
-    export_model = build_export_model(run.load_model(), meta.get("cam_layer"), with_cam=with_cam,
+    export_model = build_export_model(model, meta.get("cam_layer"), with_cam=with_cam,
                                       normalize_cam=normalize)
     flat = convert(export_model, size, quantize, io_type, representative)
     info = run_meta(run, "tflite", quantize=quantize, io_type=io_type, with_cam=with_cam,
-                    cam_normalized=normalize)
+                    cam_normalized=normalize, int8_rounding=rounding)
     write_bytes(target, embed(flat, run.classes, info), overwrite=overwrite)
     log.info("TF-Lite written: %s (%.1f MB)", target, target.stat().st_size / 1e6)
     return target

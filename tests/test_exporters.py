@@ -311,4 +311,24 @@ def test_cli_int8_calibration_images(trained_run, tmp_path, caplog):
                                             "--out", str(tmp_path), "--no-parity"])
     assert res.exit_code == 0, res.output
     assert "int8 calibration on 5 train images" in caplog.text
+    assert "int8 adaptive rounding on 5 calibration images" in caplog.text
     assert (tmp_path / "model_int8.tflite").is_file()
+
+
+def test_int8_rounding_choice_is_recorded_and_checked(trained_run, tmp_path, artifacts):
+    pytest.importorskip("ai_edge_litert")
+    from click.testing import CliRunner
+
+    import cli
+    from exporters.tflite import read_embedded
+
+    assert read_embedded(artifacts("tflite", "int8"))["int8_rounding"] == "adaptive"
+    assert read_embedded(artifacts("tflite", "none"))["int8_rounding"] is None
+    res = CliRunner().invoke(cli.main, ["export", str(trained_run.path), "--format", "tflite",
+                                        "--quantize", "int8", "--calibration-images", "4",
+                                        "--int8-rounding", "nearest", "--out", str(tmp_path),
+                                        "--no-parity"])
+    assert res.exit_code == 0, res.output
+    assert read_embedded(tmp_path / "model_int8.tflite")["int8_rounding"] == "nearest"
+    with pytest.raises(LabtfError, match="choose one of: adaptive, nearest"):
+        export(trained_run.path, "tflite", tmp_path / "x", quantize="int8", int8_rounding="up")
