@@ -23,7 +23,10 @@ Options: ``--source`` (default ``/usr/share/openclipart/png``), ``--out``
 (default ``clipart/`` next to this script), ``--sources`` (the CSV),
 ``--force`` (replace an existing output folder), ``--write-checksums``
 (maintainers: rewrite the sha256 column of the CSV from this build),
-``--strict`` (exit non-zero if an output's sha256 differs from the CSV).
+``--strict`` (exit non-zero if an output's sha256 differs from the CSV),
+``--masks DIR`` (only write object masks ``DIR/<name>.png``: each drawing's
+alpha channel through the same crop, margin and resize, for the pointing game
+of ``labtf explain-eval --masks DIR``).
 
 The output folder is built in a temporary sibling folder and renamed into
 place only when every file was written, so an interrupted run never leaves a
@@ -62,11 +65,18 @@ ALPHA_THRESHOLD = 8    # alpha at or below this counts as transparent margin
 Image.MAX_IMAGE_PIXELS = 20_000_000
 
 
-def convert(src: Path) -> bytes:
-    """Return the JPEG bytes for one source image."""
+def _load(src: Path) -> Image.Image:
     with Image.open(src) as im:
         im.load()
-        rgba = im.convert("RGBA")
+        return im.convert("RGBA")
+
+
+def _geometry(rgba: Image.Image, src: Path) -> tuple[tuple, int, tuple]:
+    """(crop box, white margin in px, output size) for one source.
+
+    Raises:
+        ValueError: blank or tiny source.
+    """
     canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     canvas.alpha_composite(rgba)
     rgb = canvas.convert("RGB")
@@ -82,21 +92,51 @@ def convert(src: Path) -> bytes:
                          f"{cbox[3] - cbox[1]} px")
     # Crop away fully transparent margins only: white parts of the drawing
     # itself (e.g. the white field of a flag) are kept.
-    bbox = rgba.getchannel("A").point(lambda v: 255 if v > ALPHA_THRESHOLD else 0).getbbox()
+    bbox = _opaque(rgba).getbbox()
     left, top, right, bottom = bbox
     w, h = right - left, bottom - top
     pad = int(round(MARGIN * max(w, h)))
-    # Pad with white (not with neighbouring pixels) so the margin is uniform.
-    cropped = Image.new("RGB", (w + 2 * pad, h + 2 * pad), (255, 255, 255))
-    cropped.paste(rgb.crop(bbox), (pad, pad))
-
-    cw, ch = cropped.size
+    cw, ch = w + 2 * pad, h + 2 * pad
     scale = LONG_SIDE / max(cw, ch)
-    size = (max(1, round(cw * scale)), max(1, round(ch * scale)))
-    resized = cropped.resize(size, Image.Resampling.LANCZOS)
+    return bbox, pad, (max(1, round(cw * scale)), max(1, round(ch * scale)))
 
+
+def _opaque(rgba: Image.Image) -> Image.Image:
+    return rgba.getchannel("A").point(lambda v: 255 if v > ALPHA_THRESHOLD else 0)
+
+
+def _place(layer: Image.Image, bbox: tuple, pad: int, size: tuple, fill) -> Image.Image:
+    """Crop to ``bbox``, pad by ``pad`` with ``fill``, resize (Lanczos) to ``size``."""
+    w, h = bbox[2] - bbox[0], bbox[3] - bbox[1]
+    cropped = Image.new(layer.mode, (w + 2 * pad, h + 2 * pad), fill)
+    cropped.paste(layer.crop(bbox), (pad, pad))
+    return cropped.resize(size, Image.Resampling.LANCZOS)
+
+
+def convert(src: Path) -> bytes:
+    """Return the JPEG bytes for one source image."""
+    rgba = _load(src)
+    bbox, pad, size = _geometry(rgba, src)
+    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    canvas.alpha_composite(rgba)
+    # Pad with white (not with neighbouring pixels) so the margin is uniform.
+    resized = _place(canvas.convert("RGB"), bbox, pad, size, (255, 255, 255))
     buf = io.BytesIO()
     resized.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+    return buf.getvalue()
+
+
+def object_mask(src: Path) -> bytes:
+    """PNG bytes (L, 0/255) of the drawing's opaque pixels, aligned with :func:`convert`.
+
+    The object mask a pointing game needs: the source's alpha channel put through
+    the same crop, margin and resize as the image.
+    """
+    rgba = _load(src)
+    bbox, pad, size = _geometry(rgba, src)
+    resized = _place(_opaque(rgba), bbox, pad, size, 0)
+    buf = io.BytesIO()
+    resized.point(lambda v: 255 if v >= 128 else 0).save(buf, format="PNG", optimize=True)
     return buf.getvalue()
 
 
@@ -130,6 +170,30 @@ def write_sources(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def write_masks(source: Path, rows: list[dict], folder: Path) -> int:
+    """Write one object mask per listed image into ``folder`` (existing masks are kept)."""
+    if not source.is_dir():
+        print(f"error: {source} not found; install it with "
+              "`sudo apt-get install openclipart-png`", file=sys.stderr)
+        return 2
+    folder.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for row in rows:
+        dest = folder / f"{Path(row['output_file']).stem}.png"
+        if dest.exists():
+            continue
+        try:
+            data = object_mask(source / row["source_path"])
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise SystemExit(f"error: {exc}") from None
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+        written += 1
+    print(f"{written} masks written to {folder} ({len(rows) - written} already there)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE,
@@ -144,7 +208,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="rewrite the sha256 column of the CSV from this build")
     ap.add_argument("--strict", action="store_true",
                     help="fail if any output differs from the CSV's sha256")
+    ap.add_argument("--masks", type=Path, default=None, metavar="DIR",
+                    help="write object masks DIR/<name>.png (the drawings' alpha, aligned "
+                         "with the images; for `labtf explain-eval --masks`) and stop")
     args = ap.parse_args(argv)
+    if args.masks is not None:
+        return write_masks(args.source, read_sources(args.sources), args.masks)
 
     out = args.out.resolve()
     if out.exists() and not args.force:
