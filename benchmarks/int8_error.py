@@ -24,8 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exporters.common import load_images, split_samples  # noqa: E402
-from exporters.int8_rounding import round_weights  # noqa: E402
-from exporters.tflite import ROUNDING, ROUNDING_IMAGES, convert  # noqa: E402
+from exporters.tflite import ROUNDING, convert, int8_model, saved_model_converter  # noqa: E402
 from labtf.export_model import build_export_model  # noqa: E402
 from labtf.model import GAP, LOGITS  # noqa: E402
 from labtf.run import Run, write_text  # noqa: E402
@@ -46,23 +45,14 @@ def probabilities(flat: bytes, images: np.ndarray) -> np.ndarray:
 
 def dynamic_range(export_model, size: int) -> bytes:
     """Weights-only int8 (activations float): separates weight from activation error."""
-    import tempfile
-
-    import keras
     import tensorflow as tf
 
-    from exporters.common import tf_function
-
-    _, spec = tf_function(export_model, size)
-    with tempfile.TemporaryDirectory() as tmp:
-        archive = keras.export.ExportArchive()
-        archive.track(export_model)
-        archive.add_endpoint("serving_default", lambda image: export_model(image, training=False),
-                             input_signature=[spec])
-        archive.write_out(tmp, verbose=False)
-        conv = tf.lite.TFLiteConverter.from_saved_model(tmp, ["serving_default"])
+    tmp, conv = saved_model_converter(export_model, size)
+    try:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         return conv.convert()
+    finally:
+        tmp.cleanup()
 
 
 def internals(flat: bytes, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -99,10 +89,9 @@ def main() -> None:
     run = Run.open(a.run)
     size, mode = int(run.meta["image_size"]), run.meta.get("resize", "crop")
     data = {s: load_images(split_samples(run, s), size, mode) for s in ("train", "val", "test")}
-    model, rounded = run.load_model(), run.load_model()
+    model = run.load_model()
     calibration = data["train"][0][:a.calibration]
-    if a.rounding == "adaptive":
-        round_weights(rounded, model, calibration[:ROUNDING_IMAGES])
+    rounded = int8_model(run, calibration, a.rounding, reference=model)
     export_model = build_export_model(rounded, run.meta.get("cam_layer"), normalize_cam=False)
     flat = convert(export_model, size, "int8", representative=calibration)
     lines = [f"# int8 TF-Lite error analysis: {run.path}", "",

@@ -71,16 +71,18 @@ def _load(src: Path) -> Image.Image:
         return im.convert("RGBA")
 
 
-def _geometry(rgba: Image.Image, src: Path) -> tuple[tuple, int, tuple]:
-    """(crop box, white margin in px, output size) for one source.
+def _on_white(rgba: Image.Image) -> Image.Image:
+    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    canvas.alpha_composite(rgba)
+    return canvas.convert("RGB")
+
+
+def _geometry(rgba: Image.Image, rgb: Image.Image, src: Path) -> tuple[tuple, int, tuple]:
+    """(crop box, white margin in px, output size) for one source (``rgb``: it on white).
 
     Raises:
         ValueError: blank or tiny source.
     """
-    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    canvas.alpha_composite(rgba)
-    rgb = canvas.convert("RGB")
-
     # Refuse blank or tiny sources: measure what is not (nearly) white.
     diff = ImageChops.difference(rgb, Image.new("RGB", rgb.size, (255, 255, 255)))
     content = diff.convert("L").point(lambda v: 255 if v > WHITE_THRESHOLD else 0)
@@ -116,11 +118,10 @@ def _place(layer: Image.Image, bbox: tuple, pad: int, size: tuple, fill) -> Imag
 def convert(src: Path) -> bytes:
     """Return the JPEG bytes for one source image."""
     rgba = _load(src)
-    bbox, pad, size = _geometry(rgba, src)
-    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    canvas.alpha_composite(rgba)
+    rgb = _on_white(rgba)
+    bbox, pad, size = _geometry(rgba, rgb, src)
     # Pad with white (not with neighbouring pixels) so the margin is uniform.
-    resized = _place(canvas.convert("RGB"), bbox, pad, size, (255, 255, 255))
+    resized = _place(rgb, bbox, pad, size, (255, 255, 255))
     buf = io.BytesIO()
     resized.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=True)
     return buf.getvalue()
@@ -133,7 +134,7 @@ def object_mask(src: Path) -> bytes:
     the same crop, margin and resize as the image.
     """
     rgba = _load(src)
-    bbox, pad, size = _geometry(rgba, src)
+    bbox, pad, size = _geometry(rgba, _on_white(rgba), src)
     resized = _place(_opaque(rgba), bbox, pad, size, 0)
     buf = io.BytesIO()
     resized.point(lambda v: 255 if v >= 128 else 0).save(buf, format="PNG", optimize=True)

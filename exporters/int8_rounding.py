@@ -102,7 +102,7 @@ def targets(model) -> list[Target]:
 
     found = []
     for conv in model.layers:
-        depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
+        depthwise = _depthwise(conv)
         if not (depthwise or type(conv) is keras.layers.Conv2D):
             continue
         if (conv.data_format != "channels_last" or tuple(conv.dilation_rate) != (1, 1)
@@ -175,9 +175,6 @@ def _moments(pm: np.ndarray, drift: np.ndarray, mask: np.ndarray, depthwise: boo
         C (fan_in, fan_in) if shared else (channels, fan_in, fan_in); h, mu
         (fan_in, channels); mean drift (channels,); drift variance summed over channels.
     """
-    m = mask.astype(np.float64)
-    n = np.maximum(m.sum(0), 1.0)
-    dmean = (m * drift).sum(0) / n
     if shared:
         X = pm.astype(np.float64)
         mu1 = X.mean(0)
@@ -186,7 +183,10 @@ def _moments(pm: np.ndarray, drift: np.ndarray, mask: np.ndarray, depthwise: boo
         h = Xc.T @ (drift - drift.mean(0)) / len(X)
         return (C, h, np.repeat(mu1[:, None], drift.shape[1], 1), drift.mean(0),
                 float(drift.var(0).sum()))
-    fan_in, channels = (pm.shape[1], pm.shape[2]) if depthwise else (pm.shape[1], m.shape[1])
+    m = mask.astype(np.float64)
+    n = np.maximum(m.sum(0), 1.0)
+    dmean = (m * drift).sum(0) / n
+    fan_in, channels = pm.shape[1], m.shape[1]
     S2 = np.zeros((channels, fan_in, fan_in))
     S1 = np.zeros((channels, fan_in))
     T = np.zeros((channels, fan_in))
@@ -286,8 +286,7 @@ def _round_layer(t: Target, xm: np.ndarray, xf: np.ndarray, pre: np.ndarray,
     new_w = np.where(live[None, :], q * step, w)
     shift = -((mu * u).sum(0) + dmean)     # bias correction: no mean error left
     safe = np.where(bn_scale == 0, 1.0, bn_scale)
-    kernel = t.conv.kernel
-    t.conv.kernel.assign((new_w / safe).reshape(kernel.shape).astype(np.float32))
+    t.conv.kernel.assign((new_w / safe).reshape(t.conv.kernel.shape).astype(np.float32))
     if t.bn is not None and t.bn.center:
         t.bn.beta.assign((_value(t.bn.beta) + shift).astype(np.float32))
     elif t.conv.use_bias:         # a bias before a batch norm is scaled by it
@@ -323,10 +322,11 @@ def round_weights(model, reference, images: np.ndarray, seed: int = 0) -> list[d
     import keras
 
     rng = np.random.default_rng(seed)
-    todo = list(zip(targets(model), targets(reference)))
-    if len(todo) != len(targets(reference)) or any(
-            t.conv.kernel.shape != rt.conv.kernel.shape for t, rt in todo):
+    ours, refs = targets(model), targets(reference)
+    if len(ours) != len(refs) or any(
+            t.conv.kernel.shape != rt.conv.kernel.shape for t, rt in zip(ours, refs)):
         raise ValueError("round_weights: model and reference differ in their convolutions")
+    todo = list(zip(ours, refs))
     report = []
     for n, (t, rt) in enumerate(todo, 1):
         xm, = _run(keras.Model(model.inputs[0], [t.conv.input]), images)

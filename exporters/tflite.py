@@ -46,6 +46,52 @@ def artifact_name(quantize: str, with_cam: bool = True) -> str:
     return f"model_{tag}{'' if with_cam else '_nocam'}.tflite"
 
 
+def saved_model_converter(export_model, image_size: int):
+    """A TFLiteConverter over the export model's ``serving_default`` SavedModel.
+
+    Returns:
+        (temporary folder holding the SavedModel, to ``cleanup()`` after converting;
+        the converter, not yet configured).
+    """
+    import tempfile
+
+    import keras
+    import tensorflow as tf
+
+    _, spec = tf_function(export_model, image_size)
+    tmp = tempfile.TemporaryDirectory(prefix="labtf_tflite_")
+    archive = keras.export.ExportArchive()
+    archive.track(export_model)
+    archive.add_endpoint("serving_default", lambda image: export_model(image, training=False),
+                         input_signature=[spec])
+    archive.write_out(tmp.name, verbose=False)
+    return tmp, tf.lite.TFLiteConverter.from_saved_model(tmp.name, ["serving_default"])
+
+
+def int8_model(run, representative, rounding: str = "adaptive", reference=None):
+    """The run's Keras model, prepared for int8 conversion.
+
+    Args:
+        run: a :class:`labtf.run.Run`.
+        representative: float32 (N,S,S,3) calibration images.
+        rounding: ``adaptive`` (conv weights rounded by :mod:`exporters.int8_rounding` on
+            the first :data:`ROUNDING_IMAGES` images) or ``nearest`` (left to the converter).
+        reference: the run's model already loaded (the float targets), to save a load.
+
+    Returns:
+        A freshly loaded model (weights moved when ``adaptive``).
+    """
+    model = run.load_model()
+    if rounding == "adaptive":
+        from exporters.int8_rounding import round_weights
+
+        log.info("int8 adaptive rounding on %d calibration images",
+                 min(ROUNDING_IMAGES, len(representative)))
+        round_weights(model, reference if reference is not None else run.load_model(),
+                      representative[:ROUNDING_IMAGES])
+    return model
+
+
 def convert(export_model, image_size: int, quantize: str = "none", io_type: str = "float32",
             representative=None) -> bytes:
     """Convert a Keras export model to TF-Lite flatbuffer bytes.
@@ -70,18 +116,7 @@ def convert(export_model, image_size: int, quantize: str = "none", io_type: str 
         raise LabtfError(f"unknown --io-type '{io_type}'; choose one of: {', '.join(IO_TYPES)}")
     if io_type != "float32" and quantize != "int8":
         raise LabtfError("--io-type uint8/int8 needs --quantize int8")
-    import tempfile
-
-    import keras
-
-    _, spec = tf_function(export_model, image_size)
-    tmp = tempfile.TemporaryDirectory(prefix="labtf_tflite_")
-    archive = keras.export.ExportArchive()
-    archive.track(export_model)
-    archive.add_endpoint("serving_default", lambda image: export_model(image, training=False),
-                         input_signature=[spec])
-    archive.write_out(tmp.name, verbose=False)
-    converter = tf.lite.TFLiteConverter.from_saved_model(tmp.name, ["serving_default"])
+    tmp, converter = saved_model_converter(export_model, image_size)
     if quantize == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -169,14 +204,8 @@ def export_tflite(run, path: str | Path, quantize: str = "none", io_type: str = 
         samples = split_samples(run, "train", calibration_images)
         representative, _ = load_images(samples, size, mode)
         log.info("int8 calibration on %d train images", len(representative))
-    model = run.load_model()
     rounding = int8_rounding if quantize == "int8" else None
-    if rounding == "adaptive":
-        from exporters.int8_rounding import round_weights
-
-        log.info("int8 adaptive rounding on %d calibration images",
-                 min(ROUNDING_IMAGES, len(representative)))
-        round_weights(model, run.load_model(), representative[:ROUNDING_IMAGES])
+    model = int8_model(run, representative, rounding) if rounding else run.load_model()
     normalize = quantize != "int8"   # int8 DIV aborts on an all-zero map: the reader scales it
     export_model = build_export_model(model, meta.get("cam_layer"), with_cam=with_cam,
                                       normalize_cam=normalize)
