@@ -327,14 +327,19 @@ def explain(run, images, method, class_name, layer, panel, out):
 @click.option("--sanity-images", default=6, show_default=True,
               help="Images for the parameter-randomization test (0: skip).")
 @click.option("--out", default=None, help="Folder for explain_eval.md/.json [RUN].")
+@click.option("--label-randomization", "twin", default=None, metavar="DIR",
+              help="Also compare with a twin run trained on shuffled labels, in DIR "
+                   "(trained there first with the run's settings unless finished; its "
+                   "manifest goes beside it, DIR_shuffled_labels.csv).")
 @user_errors
-def explain_eval(run, data, masks, methods, steps, limit, sanity_images, out):
+def explain_eval(run, data, masks, methods, steps, limit, sanity_images, out, twin):
     """Faithfulness of the maps: deletion/insertion AUC, randomization, pointing game."""
     from labtf.explain.faithfulness import explain_eval as do_eval
     from labtf.explain.faithfulness import table_markdown
 
     names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-    result = do_eval(run, data, names, masks, steps, limit, sanity_images, out)
+    result = do_eval(run, data, names, masks, steps, limit, sanity_images, out,
+                     label_randomization=twin)
     click.echo(table_markdown(result))
 
 

@@ -5,6 +5,13 @@ backbone's top blocks at a lower learning rate. Each stage checkpoints every
 epoch (``keras.callbacks.BackupAndRestore``), so a killed run continues with
 ``resume=True`` where it stopped. Only ``keras`` is used here, apart from the
 tf.data input pipeline.
+
+The kept weights are those of the epoch with the lowest validation loss over
+both stages (training loss without a validation split); early stopping watches
+the same. Validation accuracy is too coarse for that on small validation sets:
+with 35 images it moves in steps of 2.9 points, ties for many epochs, and a
+first-stage epoch that merely reached the plateau first was kept over every
+fine-tuning epoch.
 """
 from __future__ import annotations
 
@@ -61,25 +68,37 @@ def _callbacks(run: Path, stage: int, monitor: str, patience: int, best_so_far: 
     cbs = [
         keras.callbacks.BackupAndRestore(str(run / "backup" / f"stage{stage}")),
         keras.callbacks.CSVLogger(str(run / f"history_stage{stage}.csv"), append=True),
-        keras.callbacks.ModelCheckpoint(str(run / BEST), monitor=monitor, mode="max",
+        keras.callbacks.ModelCheckpoint(str(run / BEST), monitor=monitor, mode="min",
                                         save_best_only=True, save_weights_only=True,
                                         initial_value_threshold=best_so_far),
     ]
     if patience:
-        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience))
+        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=patience))
     return cbs
 
 
 def _best(history: keras.callbacks.History | None, monitor: str, prior: float | None) -> float | None:
     vals = list((history.history if history else {}).get(monitor, []))
     vals += [prior] if prior is not None else []
-    return max(vals) if vals else None
+    return min(vals) if vals else None
+
+
+def _kept_epoch(history: list[dict], monitor: str) -> dict:
+    """The history row whose weights were kept: the first with the lowest ``monitor``."""
+    rows = [r for r in history if monitor in r]
+    return min(rows, key=lambda r: r[monitor]) if rows else {}
 
 
 def _compile(model: keras.Model, lr: float, smoothing: float) -> None:
     model.compile(optimizer=keras.optimizers.Adam(lr),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=smoothing),
                   metrics=["accuracy"])
+
+
+def _load_best(model: keras.Model, run: Path) -> None:
+    """The best checkpoint's model weights; its optimizer state belongs to the stage that wrote it."""
+    skip = [model.optimizer] if getattr(model, "optimizer", None) is not None else None
+    model.load_weights(run / BEST, objects_to_skip=skip)
 
 
 def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: int = 2) -> Run:
@@ -127,13 +146,15 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
                             augment_cfg=aug, cache=config.cache, resize=config.resize)
     val_ds = make_dataset(val_s, index.classes, size, batch, cache=config.cache,
                           resize=config.resize) if val_s else None
-    monitor = "val_accuracy" if val_ds is not None else "accuracy"
+    monitor = "val_loss" if val_ds is not None else "loss"
     weights = class_weights(index) if config.class_weights else None
     with scope():
         model = build_classifier(spec, len(index.classes), size,
                                  None if config.weights == "none" else "imagenet", config.dropout)
     state_file = out / "state.json"
     state = Run(out).read_json("state.json") if state_file.is_file() else {"done": [], "best": None}
+    if state.get("monitor") != monitor:     # a run resumed from before val_loss selection
+        state["best"] = None
     stages = [(1, config.epochs, config.learning_rate),
               (2, config.fine_tune_epochs, config.fine_tune_learning_rate)]
     for stage, epochs, lr in stages:
@@ -144,7 +165,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
             continue
         freeze_backbone(model)
         if stage == 2:
-            model.load_weights(out / BEST)
+            _load_best(model, out)
             unfreeze_top(model, spec, config.fine_tune_blocks)
         with scope():
             _compile(model, lr, config.label_smoothing)
@@ -153,16 +174,20 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
         t_stage = time.time()
         hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
                          verbose=verbose, shuffle=False, callbacks=callbacks)
-        state = {"done": state["done"] + [stage], "best": _best(hist, monitor, state["best"]),
+        state = {"done": state["done"] + [stage], "monitor": monitor,
+                 "best": _best(hist, monitor, state["best"]),
                  "fit_seconds": state.get("fit_seconds", 0.0) + time.time() - t_stage}
         write_json(state_file, state)
-    model.load_weights(out / BEST)
+    _load_best(model, out)
     tmp = out / ".model.tmp.keras"
     model.save(tmp)
     tmp.replace(out / Run.MODEL)
     shutil.rmtree(out / "backup", ignore_errors=True)
     history = _merge_history(out)
     plot_history(history, out / "history.png")
+    kept = _kept_epoch(history, monitor)
+    log.info("kept the weights of epoch %s (stage %s): %s", kept.get("epoch"), kept.get("stage"),
+             ", ".join(f"{k} {v:.4f}" for k, v in kept.items() if k not in ("epoch", "stage")))
     write_json(out / "run.json", {
         "backbone": spec.name, "image_size": size, "resize": config.resize,
         "cam_layer": cam_layer_name(model, spec),
@@ -171,7 +196,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
         "n_test": len(index.subset("test")), "skipped": [p for p, _ in index.skipped],
         "train_seconds": round(time.time() - t0, 1),
         "fit_seconds": round(state.get("fit_seconds", 0.0), 1), "keras": keras.__version__,
-        "backend": keras.backend.backend(), "best_" + monitor: state["best"]})
+        "backend": keras.backend.backend(), "monitor": monitor, "best_" + monitor: state["best"],
+        "kept_epoch": kept})
     log.info("run saved to %s", out)
     return Run(out)
 

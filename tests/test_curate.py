@@ -242,3 +242,19 @@ def test_colour_layout_stable_when_a_channel_is_empty():
     img.save(buf, "JPEG", quality=40)
     again = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
     assert np.abs(colour_layout(img) - colour_layout(again)).mean() < 5
+
+
+def test_committed_clipart_split_keeps_near_duplicate_groups_whole(tmp_path):
+    # labtf demo's split must obey labtf's own rule: no near-duplicate group across sides.
+    work = tmp_path / "w"
+    for d in sorted(CLIPART.iterdir()):
+        if d.is_dir():
+            shutil.copytree(d, work / "images" / d.name)
+    curate(work, review=False)
+    groups = json.loads((work / "curation/groups.json").read_text())["groups"]
+    side = {s.path: s.split for s in read_manifest(CLIPART / "labtf_split.csv", validate=False).samples}
+    side = {Path(p).relative_to(CLIPART).as_posix(): s for p, s in side.items()}
+    assert len(side) == 353 and len(groups) >= 7
+    straddling = [g["paths"] for g in groups
+                  if len({side[p.removeprefix("images/")] for p in g["paths"]}) > 1]
+    assert straddling == []

@@ -126,3 +126,58 @@ def test_cli_explain_eval_with_masks(trained_run, tmp_path):
     assert (out / "explain_eval.md").read_text().startswith("Faithfulness on 3 image(s)")
     bad = CliRunner().invoke(cli.main, ["explain-eval", str(trained_run.path), "--methods", "x"])
     assert bad.exit_code == 2 and "unknown method 'x'" in bad.output
+
+
+def test_shuffled_manifest_permutes_training_labels_only(trained_run, tmp_path):
+    from collections import Counter
+
+    from labtf.explain.label_randomization import shuffled_manifest
+    from labtf.manifest import read_manifest
+
+    orig = read_manifest(trained_run.file("split.csv"), validate=False).samples
+    new = read_manifest(shuffled_manifest(trained_run, tmp_path / "s.csv", seed=3),
+                        validate=False).samples
+    fit = [s for s in orig if s.split != "test"]
+    shuffled = {s.path: s for s in new if s.split == "train"}
+    assert len(shuffled) == len(fit) and not any(s.split == "val" for s in new)
+    assert Counter(s.label for s in shuffled.values()) == Counter(s.label for s in fit)
+    moved = sum(shuffled[s.path].label != s.label for s in fit)
+    assert moved >= len(fit) // 2, moved
+    assert {(s.path, s.label) for s in new if s.split == "test"} == \
+        {(s.path, s.label) for s in orig if s.split == "test"}
+
+
+def test_label_randomization_identical_twin_scores_one(trained_run):
+    from labtf.explain.core import Explainer
+    from labtf.explain.label_randomization import label_randomization_test
+    from labtf.manifest import read_manifest
+
+    ex = Explainer.from_run(trained_run)
+    paths = [s.path for s in read_manifest(trained_run.file("split.csv"), validate=False).samples
+             if s.split == "test"][:2]
+    x = np.stack([ex.load(p) for p in paths]).astype(np.float32)
+    targets = [int(i) for i in ex.predict(x).argmax(1)]
+    rho = label_randomization_test(ex, ex, x, targets, ["saliency"])
+    assert rho["saliency"] == pytest.approx(1.0)
+
+
+def test_cli_explain_eval_label_randomization(trained_run, tmp_path):
+    twin = tmp_path / "twin"
+    args = ["explain-eval", str(trained_run.path), "--methods", "gradcam,guided", "--limit", "3",
+            "--steps", "4", "--sanity-images", "0", "--out", str(tmp_path / "eval"),
+            "--label-randomization", str(twin)]
+    res = CliRunner().invoke(cli.main, args)
+    assert res.exit_code == 0, res.output
+    assert "rho, labels shuffled" in res.output and "Shuffled-label twin" in res.output
+    data = json.loads((tmp_path / "eval" / "explain_eval.json").read_text())
+    for m in ("gradcam", "guided"):
+        r = data["methods"][m]
+        assert -1 <= r["rho_labels_random"] <= 1
+        assert r["passes_label_randomization"] == (r["rho_labels_random"] < 0.5)
+    lr = data["label_randomization"]
+    assert lr["run"] == str(twin) and 0 <= lr["test_accuracy"] <= 1
+    assert json.loads((twin / "config.json").read_text())["early_stopping_patience"] == 0
+    before = (twin / "model.keras").stat().st_mtime_ns
+    again = CliRunner().invoke(cli.main, args)  # a finished twin is reused, not retrained
+    assert again.exit_code == 0, again.output
+    assert (twin / "model.keras").stat().st_mtime_ns == before

@@ -104,3 +104,58 @@ def test_history_merge_skips_na_cells(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3] and [r["stage"] for r in rows] == [1, 1, 2]
     assert "val_loss" not in rows[0] and rows[2]["val_loss"] == 0.7
     assert (tmp_path / "history.csv").read_text().splitlines()[0] == "epoch,stage,accuracy,loss,val_loss"
+
+
+def test_best_checkpoint_loads_without_optimizer_mismatch(tmp_path):
+    # Stage 2 compiles a new optimizer over more variables than the stage that wrote the
+    # best checkpoint; loading it must restore the model weights without a mismatch warning.
+    import warnings
+
+    import keras
+
+    from labtf.training import BEST, _load_best
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,))
+    hidden = keras.layers.Dense(3, name="hidden")
+    model = keras.Model(inp, keras.layers.Dense(2, name="out")(hidden(inp)))
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    y = np.eye(2, dtype="float32")[(x[:, 0] > 0).astype(int)]
+    hidden.trainable = False
+    model.compile(optimizer=keras.optimizers.Adam(0.1), loss="categorical_crossentropy")
+    model.fit(x, y, epochs=1, verbose=0)
+    model.save_weights(tmp_path / BEST)
+    saved = [w.copy() for w in model.get_weights()]
+    hidden.trainable = True
+    model.compile(optimizer=keras.optimizers.Adam(0.1), loss="categorical_crossentropy")
+    model.fit(x, y, epochs=2, verbose=0)
+    assert not all(np.array_equal(a, b) for a, b in zip(saved, model.get_weights()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _load_best(model, tmp_path)
+    for a, b in zip(saved, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_kept_weights_are_the_lowest_val_loss_epoch(trained_run):
+    import keras
+
+    from labtf.data import make_dataset
+    from labtf.manifest import read_manifest
+
+    meta, cfg = trained_run.meta, trained_run.config
+    with open(trained_run.file("history.csv")) as fh:
+        rows = list(csv.DictReader(fh))
+    best = min(rows, key=lambda r: float(r["val_loss"]))
+    assert meta["monitor"] == "val_loss"
+    assert meta["kept_epoch"]["epoch"] == int(best["epoch"])
+    assert meta["best_val_loss"] == pytest.approx(float(best["val_loss"]))
+    # the saved model is that epoch's: it reproduces its validation loss
+    val = [s for s in read_manifest(trained_run.file("split.csv"), validate=False).samples
+           if s.split == "val"]
+    ds = make_dataset(val, trained_run.classes, meta["image_size"], 8, resize=meta["resize"])
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+    model = trained_run.load_model()
+    ys, ps = zip(*[(y, model(x, training=False)) for x, y in ds])
+    assert float(loss(np.concatenate(ys), np.concatenate(ps))) == pytest.approx(
+        float(best["val_loss"]), abs=2e-3)

@@ -13,6 +13,9 @@
   ignores it does not explain the class) and after re-drawing every group.
   A randomized map that is constant (e.g. a Grad-CAM all killed by its ReLU)
   counts as rho 0.
+* Data (label) randomization (Adebayo et al. 2018, sec. 3.2; optional,
+  :mod:`labtf.explain.label_randomization`): rho between the maps of the run and
+  of its twin trained on shuffled labels; below :data:`SANITY_RHO` passes.
 * With masks (``MASK_DIR/NAME.png``, object > 0): pointing game (the map's
   peak within :data:`POINTING_TOLERANCE` px of the object) and the share of
   the map's energy inside the mask.
@@ -163,7 +166,7 @@ def load_mask(mask_dir: Path, image_path: str, size: int, resize: str) -> np.nda
 
 def evaluate_methods(explainer, images: np.ndarray, paths: list[str], methods: list[str],
                      steps: int = 16, mask_dir: Path | None = None, sanity_images: int = 6,
-                     seed: int = 0) -> dict:
+                     seed: int = 0, twin=None) -> dict:
     """All faithfulness scores for a batch of model inputs.
 
     Args:
@@ -175,6 +178,8 @@ def evaluate_methods(explainer, images: np.ndarray, paths: list[str], methods: l
         mask_dir: folder of object masks, or None.
         sanity_images: images used by the randomization test (0: skip it).
         seed: randomness of baseline and randomization.
+        twin: Explainer of the run's shuffled-label twin (data randomization on every
+            image), or None.
 
     Returns:
         ``{"n_images", "steps", "methods": {name: {...scores...}}, "randomization": {...}}``.
@@ -216,6 +221,14 @@ def evaluate_methods(explainer, images: np.ndarray, paths: list[str], methods: l
             result["methods"][m]["rho_top_random"] = top
             result["methods"][m]["rho_full_random"] = full
             result["methods"][m]["passes_randomization"] = bool(max(top, full) < SANITY_RHO)
+    if twin is not None:
+        from labtf.explain.label_randomization import label_randomization_test
+
+        rhos = label_randomization_test(explainer, twin, images.astype(np.float32), targets,
+                                        list(methods))
+        for m, rho in rhos.items():
+            result["methods"][m]["rho_labels_random"] = rho
+            result["methods"][m]["passes_label_randomization"] = bool(rho < SANITY_RHO)
     rnd = result["methods"]["random"]
     for m, r in result["methods"].items():
         r["deletion_beats_random"] = bool(r["deletion"] < rnd["deletion"]) if m != "random" else None
@@ -240,8 +253,8 @@ def table_markdown(result: dict) -> str:
              "| method | deletion AUC (lower better) | random | beats random | insertion AUC "
              "(higher better) | random | beats random | rho, top layer randomized | "
              "rho, all layers randomized | "
-             f"passes randomization (both rho < {SANITY_RHO}) | pointing game | energy in mask | "
-             "s / image |", "|" + "---|" * 13]
+             f"passes randomization (both rho < {SANITY_RHO}) | rho, labels shuffled (passes "
+             f"< {SANITY_RHO}) | pointing game | energy in mask | s / image |", "|" + "---|" * 14]
     for m, r in result["methods"].items():
         if m == "random":
             continue
@@ -250,11 +263,13 @@ def table_markdown(result: dict) -> str:
                      f"{_f(rnd['insertion'])} | {_f(r['insertion_beats_random'])} | "
                      f"{_f(r.get('rho_top_random'), '{:.2f}')} | "
                      f"{_f(r.get('rho_full_random'), '{:.2f}')} | "
-                     f"{_f(r.get('passes_randomization'))} | {_f(r['pointing'], '{:.2f}')} | "
+                     f"{_f(r.get('passes_randomization'))} | "
+                     f"{_f(r.get('rho_labels_random'), '{:.2f}')} | {_f(r['pointing'], '{:.2f}')} | "
                      f"{_f(r['energy'], '{:.2f}')} | {_f(r['seconds_per_image'], '{:.2f}')} |")
     failing = [m for m, r in result["methods"].items() if m != "random" and not all(
         v is not False for v in (r["deletion_beats_random"], r["insertion_beats_random"],
-                                 r.get("passes_randomization")))]
+                                 r.get("passes_randomization"),
+                                 r.get("passes_label_randomization")))]
     lines += ["", "Fails at least one check: " + (", ".join(failing) if failing else "none") + "."]
     if "randomization" in result:
         curves = result["randomization"]["curves"]
@@ -264,6 +279,12 @@ def table_markdown(result: dict) -> str:
                   "| method | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
         lines += [f"| {m} | " + " | ".join(f"{r:.2f}" for _, r in c) + " |"
                   for m, c in curves.items()]
+    if "label_randomization" in result:
+        lr = result["label_randomization"]
+        fit = lr["fit_accuracy"]
+        lines += ["", f"Shuffled-label twin ({lr['run']}): fits its shuffled training labels to "
+                  f"{_f(fit, '{:.1%}') if fit is not None else '-'}; test accuracy "
+                  f"{lr['test_accuracy']:.1%} (chance {lr['chance']:.1%})."]
     if not result.get("n_masks"):
         lines += ["", "No masks given: pointing game and energy not measured."]
     return "\n".join(lines) + "\n"
@@ -271,7 +292,8 @@ def table_markdown(result: dict) -> str:
 
 def explain_eval(run_path, data: str | None = None, methods: list[str] | None = None,
                  mask_dir: str | None = None, steps: int = 16, limit: int | None = None,
-                 sanity_images: int = 6, out: str | None = None, seed: int = 0) -> dict:
+                 sanity_images: int = 6, out: str | None = None, seed: int = 0,
+                 label_randomization: str | None = None) -> dict:
     """Evaluate map faithfulness for a run; writes ``explain_eval.md`` / ``.json``.
 
     Args:
@@ -284,6 +306,8 @@ def explain_eval(run_path, data: str | None = None, methods: list[str] | None = 
         sanity_images: images for the randomization test (0 skips it).
         out: output folder (default: the run folder).
         seed: randomness of baseline and randomization.
+        label_randomization: folder of the run's shuffled-label twin, trained there
+            first unless finished (:mod:`labtf.explain.label_randomization`); None skips it.
 
     Returns:
         The result dict (also written as JSON).
@@ -307,16 +331,29 @@ def explain_eval(run_path, data: str | None = None, methods: list[str] | None = 
     if not samples:
         raise LabtfError(f"no images in {source}")
     ex = Explainer.from_run(run, seed=seed)
-    imgs, paths = [], []
+    imgs, paths, labels = [], [], []
     for s in samples:
         try:
             imgs.append(ex.load(s.path))
             paths.append(s.path)
+            labels.append(s.label)
         except BadImage as exc:
             log.warning("skipped: %s", exc)
+    twin = None
+    if label_randomization:
+        from labtf.explain.label_randomization import label_randomized_run
+
+        twin_run = label_randomized_run(run, label_randomization, seed)
+        twin = Explainer.from_run(twin_run, layer=ex.layer, seed=seed)
     result = evaluate_methods(ex, np.stack(imgs), paths, methods, steps,
-                              Path(mask_dir) if mask_dir else None, sanity_images, seed)
+                              Path(mask_dir) if mask_dir else None, sanity_images, seed, twin)
     result.update({"source": source, "layer": ex.layer})
+    if twin is not None:
+        truth = np.array([run.classes.index(lab) if lab in run.classes else -1 for lab in labels])
+        hits = twin.predict(np.stack(imgs)).argmax(axis=1) == truth
+        result["label_randomization"] = {
+            "run": str(twin_run.path), "fit_accuracy": twin_run.meta.get("kept_epoch", {}).get("accuracy"),
+            "test_accuracy": float(hits.mean()), "chance": 1 / len(run.classes)}
     folder = Path(out) if out else run.path
     write_json(folder / "explain_eval.json", result)
     write_text(folder / "explain_eval.md", table_markdown(result))
