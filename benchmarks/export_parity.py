@@ -99,13 +99,15 @@ def main() -> None:
             extra = r["latency_ms"] / nocam[q] - 1
             checks.append((f"CAM adds <= 10% to TF-Lite {q} latency", extra <= 0.10,
                            f"{r['latency_ms']:.2f} vs {nocam[q]:.2f} ms no-CAM ({extra:+.1%})"))
+    load = os.getloadavg()
     lines = ["| target | met | measured |", "|---|---|---|"]
     lines += [f"| {name} | {'yes' if ok else 'NO'} | {got} |" for name, ok, got in checks]
     text = (f"# Export parity: {run.meta.get('backbone')} {run.meta.get('image_size')} px, "
             f"{len(run.classes)} classes, {ref.images.shape[0]} test images\n\n"
             f"Command: `python benchmarks/export_parity.py {args.run} --out {args.out}`  \n"
             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-            f"no GPU, shared with other jobs; latency = median of {args.runs} batch-1 calls "
+            f"no GPU, load average {load[0]:.1f} / {load[1]:.1f} at the end (1 / 5 min; "
+            f"{os.cpu_count()}: every core busy); latency = median of {args.runs} batch-1 calls "
             f"after warm-up (TF-Lite: best of {args.rounds} interleaved rounds); "
             f"Keras model.keras {ref.keras_latency_ms:.2f} ms.\n\n"
             + markdown_table(reports) + "\n" + "\n".join(lines) + "\n"
