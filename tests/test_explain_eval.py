@@ -181,3 +181,5 @@ def test_cli_explain_eval_label_randomization(trained_run, tmp_path):
     again = CliRunner().invoke(cli.main, args)  # a finished twin is reused, not retrained
     assert again.exit_code == 0, again.output
     assert (twin / "model.keras").stat().st_mtime_ns == before
+    own = CliRunner().invoke(cli.main, args[:-1] + [str(trained_run.path)])
+    assert own.exit_code == 2 and "not a shuffled-label twin" in own.output

@@ -65,21 +65,23 @@ def label_randomized_run(run, out: str | os.PathLike, seed: int = 0):
         The finished twin :class:`~labtf.run.Run`.
 
     Raises:
-        LabtfError: ``out`` holds a run of another original.
+        LabtfError: ``out`` holds a finished run that is not such a twin (e.g. the run itself).
     """
     from labtf.config import TrainConfig
     from labtf.run import Run
     from labtf.training import train
 
     out = Path(out)
+    manifest = out.parent / f"{out.name}_{MANIFEST}"
     if (out / Run.MODEL).is_file():
         twin = Run.open(out)
-        if twin.classes != run.classes:
-            raise LabtfError(f"{out} is a run over classes {twin.classes}, not {run.classes}; "
+        if Path(twin.config.data).resolve() != manifest.resolve() or twin.classes != run.classes:
+            raise LabtfError(f"{out} is a finished run but not a shuffled-label twin made here; "
                              "pass a new folder for the shuffled-label run")
         return twin
     out.mkdir(parents=True, exist_ok=True)
-    manifest = shuffled_manifest(run, out.parent / f"{out.name}_{MANIFEST}", seed)
+    if not (out / "config.json").is_file():
+        shuffled_manifest(run, manifest, seed)
     cfg = {**run.config.to_dict(), "data": str(manifest), "split_file": None,
            "early_stopping_patience": 0}
     resume = (out / "config.json").is_file()
