@@ -17,8 +17,11 @@ from labtf import LabtfError, __version__
 
 
 def _quiet_tf() -> None:
+    from labtf.quiet_stderr import quiet_tensorflow_import
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    quiet_tensorflow_import()
 
 
 def user_errors(fn):
