@@ -16,6 +16,7 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from labtf.errors import LabtfError
 from labtf.fileio import write_text
@@ -197,12 +198,14 @@ def default_split_file(root: Path, seed: int, test_fraction: float, val_fraction
 
 
 def apply_split(index: DatasetIndex, split_file: Path, test_fraction: float,
-                val_fraction: float, seed: int) -> DatasetIndex:
+                val_fraction: float, seed: int,
+                on_new_split: Callable[[list[Sample]], None] | None = None) -> DatasetIndex:
     """Give every sample a split, reusing ``split_file`` when it exists.
 
     Files already in the split file keep their side; new files are split among
     themselves (stratified); files gone from disk drop out. The file is
-    rewritten (atomically) only when something changed.
+    rewritten (atomically) only when something changed. ``on_new_split`` is
+    called with all samples when some got a side just now.
 
     Returns:
         A new index whose samples all carry a split.
@@ -220,6 +223,8 @@ def apply_split(index: DatasetIndex, split_file: Path, test_fraction: float,
     if fresh or len(keep) != len(known):
         write_manifest(split_file, keep + fresh)
         log.info("split manifest %s: %d kept, %d new", split_file, len(keep), len(fresh))
+    if fresh and on_new_split is not None:
+        on_new_split(samples)
     if not any(s.split == "train" for s in samples):
         raise LabtfError(f"no training images after the split of {index.root}; "
                          "add images or lower the test fraction")

@@ -92,4 +92,10 @@ def load_index(data: str, seed: int = 0, test_fraction: float = 0.18, val_fracti
         return index
     target = Path(split_file) if split_file else \
         default_split_file(root, seed, test_fraction, val_fraction)
-    return apply_split(index, target, test_fraction, val_fraction, seed)
+    return apply_split(index, target, test_fraction, val_fraction, seed, _check_leaks)
+
+
+def _check_leaks(samples: list[Sample]) -> None:
+    from labtf.curate.split import warn_straddling
+
+    warn_straddling(samples)

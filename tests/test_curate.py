@@ -258,3 +258,36 @@ def test_committed_clipart_split_keeps_near_duplicate_groups_whole(tmp_path):
     straddling = [g["paths"] for g in groups
                   if len({side[p.removeprefix("images/")] for p in g["paths"]}) > 1]
     assert straddling == []
+
+
+def test_fresh_plain_split_warns_about_straddling_near_duplicates(tmp_path, caplog):
+    import logging
+
+    from labtf.curate.split import straddling_pairs
+    from labtf.manifest import Sample
+    from labtf.sources import load_index
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for label in ("bird", "vehicle"):
+        (root / label).mkdir(parents=True)
+        for p in sorted((CLIPART / label).glob("*.jpg"))[:10]:
+            shutil.copy(p, root / label / p.name)
+            make_variant(Image.open(p), "resized", rng).save(root / label / f"copy_{p.name}")
+    with caplog.at_level(logging.WARNING):
+        index = load_index(str(root), split_file=str(tmp_path / "split.csv"))
+    side = {Path(s.path).name: s.split for s in index.samples}
+    leaks = sum((side[n] == "test") != (side[f"copy_{n}"] == "test")
+                for n in side if not n.startswith("copy_"))
+    assert leaks > 0, side      # 40 images, 8 in test: some copy lands on the other side
+    warned = [r.getMessage() for r in caplog.records if "straddle test" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith(f"{leaks} possible"), warned
+    # the same check on explicit sides: a pair on one side is not reported
+    first = sorted((CLIPART / "bird").glob("*.jpg"))[0].name
+    a, b = str(root / "bird" / first), str(root / "bird" / f"copy_{first}")
+    assert straddling_pairs([Sample(a, "bird", "train"), Sample(b, "bird", "train")]) == []
+    assert straddling_pairs([Sample(a, "bird", "test"), Sample(b, "bird", "val")]) == [(a, b)]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):     # the split is reused: no new check
+        load_index(str(root), split_file=str(tmp_path / "split.csv"))
+    assert not [r for r in caplog.records if "straddle test" in r.getMessage()]

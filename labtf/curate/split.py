@@ -146,3 +146,53 @@ def grouped_split(work: str | os.PathLike, test_fraction: float = 0.18, val_frac
     log.info("split: %d train, %d val, %d test (%d near-duplicate group(s) kept whole) -> %s",
              c["train"], c["val"], c["test"], sum(len(u) > 1 for u in units), out)
     return out
+
+
+#: Above this many images the split-time near-duplicate check is skipped (hashing
+#: costs about 4 ms an image; run ``labtf curate`` on big sets).
+LEAK_CHECK_MAX = 20_000
+
+
+def straddling_pairs(samples: list[Sample]) -> list[tuple[str, str]]:
+    """Near-duplicate pairs (pHash + correlation, no embeddings) with one image in test.
+
+    Args:
+        samples: samples with their split.
+
+    Returns:
+        (test path, train/val path) pairs; unreadable files are left out.
+    """
+    from labtf.curate.phash import image_signature, near_duplicate_pairs
+
+    sigs, kept = [], []
+    for s in samples:
+        try:
+            sigs.append(image_signature(s.path))
+            kept.append(s)
+        except (OSError, ValueError):
+            continue
+    out = []
+    for i, j, *_ in near_duplicate_pairs(sigs):
+        a, b = kept[i], kept[j]
+        if (a.split == "test") != (b.split == "test"):
+            out.append((a.path, b.path) if a.split == "test" else (b.path, a.path))
+    return out
+
+
+def warn_straddling(samples: list[Sample]) -> int:
+    """Log a warning when a fresh plain split put near-duplicates on both sides of test.
+
+    Returns:
+        The number of straddling pairs found (0 when the set is too big to check).
+    """
+    if len(samples) > LEAK_CHECK_MAX:
+        log.debug("near-duplicate check skipped: %d images > %d", len(samples), LEAK_CHECK_MAX)
+        return 0
+    pairs = straddling_pairs(samples)
+    if pairs:
+        a, b = pairs[0]
+        log.warning("%d possible near-duplicate pair(s) straddle test and train/val (e.g. %s and "
+                    "%s); test accuracy may be optimistic. For a split that keeps them together: "
+                    "'labtf curate WORK' and 'labtf split WORK' (images in WORK/images/)",
+                    len(pairs), a, b)
+    return len(pairs)
