@@ -1,7 +1,7 @@
 """Where a letterboxed run's maps fall: share of map energy in the white letterbox border.
 
 For each test image, the border is the part of the square input outside the
-resized picture (``resize: pad``). Printed per class rank (1: the predicted
+resized picture (``resize: pad``; found with labtf's own letterbox). Printed per class rank (1: the predicted
 class, 2: the runner-up, N: the least likely): mean border area, mean share of
 the map's energy in it, and how often the map's peak lies in it.
 
@@ -25,6 +25,7 @@ def main() -> None:
     from PIL import Image
 
     from labtf.explain.core import Explainer
+    from labtf.images import to_square
     from labtf.manifest import read_manifest
     from labtf.run import Run
 
@@ -39,10 +40,8 @@ def main() -> None:
             if s.split == "test"]
     for s in test:
         w, h = Image.open(s.path).size
-        nw, nh = round(w * size / max(w, h)), round(h * size / max(w, h))
-        border = np.ones((size, size), bool)
-        x0, y0 = (size - nw) // 2, (size - nh) // 2
-        border[y0:y0 + nh, x0:x0 + nw] = False
+        # the letterbox of a black picture of this size: white exactly where the border is
+        border = to_square(np.zeros((h, w, 3), np.uint8), size, "pad").min(axis=-1) == 255
         if border.mean() < 0.05:
             continue
         x = ex.load(s.path)[None].astype(np.float32)

@@ -157,7 +157,8 @@ def test_label_randomization_identical_twin_scores_one(trained_run):
              if s.split == "test"][:2]
     x = np.stack([ex.load(p) for p in paths]).astype(np.float32)
     targets = [int(i) for i in ex.predict(x).argmax(1)]
-    rho = label_randomization_test(ex, ex, x, targets, ["saliency"])
+    original = {"saliency": list(ex.maps("saliency", x, targets).maps)}
+    rho = label_randomization_test(ex, x, targets, original)
     assert rho["saliency"] == pytest.approx(1.0)
 
 

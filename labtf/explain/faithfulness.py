@@ -190,12 +190,15 @@ def evaluate_methods(explainer, images: np.ndarray, paths: list[str], methods: l
              if mask_dir else [None] * len(paths))
     result: dict = {"n_images": len(images), "steps": steps, "methods": {},
                     "n_masks": sum(m is not None for m in masks)}
+    original: dict[str, list[np.ndarray]] = {}     # kept for the label randomization test
     for method in ["random", *methods]:
         dels, inss, hits, energy, secs = [], [], [], [], []
         for img, t, mask in zip(images, targets, masks):
             t0 = time.perf_counter()
             m = explainer.maps(method, img[None], [t]).maps[0]
             secs.append(time.perf_counter() - t0)
+            if twin is not None and method != "random":
+                original.setdefault(method, []).append(m)
             d, i = deletion_insertion(explainer.predict, img, m, t, steps,
                                       fill=explainer.baseline_pixel)
             dels.append(auc(d))
@@ -224,8 +227,7 @@ def evaluate_methods(explainer, images: np.ndarray, paths: list[str], methods: l
     if twin is not None:
         from labtf.explain.label_randomization import label_randomization_test
 
-        rhos = label_randomization_test(explainer, twin, images.astype(np.float32), targets,
-                                        list(methods))
+        rhos = label_randomization_test(twin, images.astype(np.float32), targets, original)
         for m, rho in rhos.items():
             result["methods"][m]["rho_labels_random"] = rho
             result["methods"][m]["passes_label_randomization"] = bool(rho < SANITY_RHO)
@@ -345,12 +347,13 @@ def explain_eval(run_path, data: str | None = None, methods: list[str] | None = 
 
         twin_run = label_randomized_run(run, label_randomization, seed)
         twin = Explainer.from_run(twin_run, layer=ex.layer, seed=seed)
-    result = evaluate_methods(ex, np.stack(imgs), paths, methods, steps,
+    images = np.stack(imgs)
+    result = evaluate_methods(ex, images, paths, methods, steps,
                               Path(mask_dir) if mask_dir else None, sanity_images, seed, twin)
     result.update({"source": source, "layer": ex.layer})
     if twin is not None:
         truth = np.array([run.classes.index(lab) if lab in run.classes else -1 for lab in labels])
-        hits = twin.predict(np.stack(imgs)).argmax(axis=1) == truth
+        hits = twin.predict(images).argmax(axis=1) == truth
         result["label_randomization"] = {
             "run": str(twin_run.path), "fit_accuracy": twin_run.meta.get("kept_epoch", {}).get("accuracy"),
             "test_accuracy": float(hits.mean()), "chance": 1 / len(run.classes)}

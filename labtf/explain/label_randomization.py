@@ -89,16 +89,16 @@ def label_randomized_run(run, out: str | os.PathLike, seed: int = 0):
     return train(TrainConfig.from_dict(cfg), out, resume=resume)
 
 
-def label_randomization_test(explainer, twin, x: np.ndarray, targets: list[int],
-                             methods: list[str]) -> dict[str, float]:
-    """Mean Spearman rho between the two models' maps, per method.
+def label_randomization_test(twin, x: np.ndarray, targets: list[int],
+                             original: dict[str, list[np.ndarray]]) -> dict[str, float]:
+    """Mean Spearman rho between the original run's maps and the twin's, per method.
 
     Args:
-        explainer: :class:`~labtf.explain.core.Explainer` of the original run.
-        twin: Explainer of the shuffled-label run.
+        twin: :class:`~labtf.explain.core.Explainer` of the shuffled-label run.
         x: float32 model inputs (N, S, S, 3).
         targets: class index per image (the original model's top class).
-        methods: method names.
+        original: method -> the original run's maps of ``x`` for ``targets``
+            (computed once by the faithfulness loop).
 
     Returns:
         method -> mean rho (a constant map counts as 0).
@@ -106,9 +106,8 @@ def label_randomization_test(explainer, twin, x: np.ndarray, targets: list[int],
     from labtf.explain.faithfulness import spearman
 
     out = {}
-    for m in methods:
-        a = explainer.maps(m, x, targets).maps
+    for m, a in original.items():
         b = twin.maps(m, x, targets).maps
-        out[m] = float(np.mean([spearman(p, q) for p, q in zip(a, b)]))
+        out[m] = float(np.mean([spearman(p, q) for p, q in zip(a, b, strict=True)]))
         log.info("label randomization %s: rho %.2f", m, out[m])
     return out
