@@ -51,27 +51,46 @@ def main(verbose: bool) -> None:
                         format="labtf: %(message)s", stream=sys.stderr)
 
 
+def _train_default(name: str):
+    """TrainConfig's default for a field (one source for the library and the CLI)."""
+    import dataclasses
+
+    from labtf.config import TrainConfig
+
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig)}[name]
+
+
 @main.command()
 @click.argument("data")
-@click.option("--backbone", default="efficientnet_lite0", show_default=True,
+@click.option("--backbone", default=_train_default("backbone"), show_default=True,
               help="Registry name; see 'labtf backbones'.")
-@click.option("--weights", default="imagenet", show_default=True, help="imagenet or none.")
-@click.option("--epochs", default=8, show_default=True, help="Head-only epochs (stage 1).")
-@click.option("--fine-tune-epochs", default=4, show_default=True,
+@click.option("--weights", default=_train_default("weights"), show_default=True,
+              help="imagenet or none.")
+@click.option("--epochs", default=_train_default("epochs"), show_default=True,
+              help="Head-only epochs (stage 1).")
+@click.option("--fine-tune-epochs", default=_train_default("fine_tune_epochs"), show_default=True,
               help="Epochs with the top blocks unfrozen (stage 2; 0 skips).")
-@click.option("--fine-tune-blocks", default=2, show_default=True)
-@click.option("--batch-size", default=32, show_default=True)
+@click.option("--fine-tune-blocks", default=_train_default("fine_tune_blocks"), show_default=True)
+@click.option("--batch-size", default=_train_default("batch_size"), show_default=True)
 @click.option("--image-size", type=int, default=None, help="Square input side [backbone's].")
-@click.option("--resize", default="crop", show_default=True,
+@click.option("--resize", default=_train_default("resize"), show_default=True,
               help="crop (centre crop), pad (white letterbox) or squash.")
-@click.option("--mixed-precision", default="float32", show_default=True,
+@click.option("--cache-views", default=_train_default("cache_views"), show_default=True,
+              help="Train on the frozen trunk's cached activations of this many augmented views "
+                   "per image (0: run the whole network every epoch).")
+@click.option("--augment-preset", default=_train_default("augment_preset"), show_default=True,
+              help="Augmentation strength: light or strong.")
+@click.option("--lr-schedule", default=_train_default("lr_schedule"), show_default=True,
+              help="Stage-2 learning rate: constant or cosine (one warm-up epoch).")
+@click.option("--mixed-precision", default=_train_default("mixed_precision"), show_default=True,
               help="float32, mixed_float16 (GPU) or mixed_bfloat16.")
-@click.option("--strategy", default="default", show_default=True,
+@click.option("--strategy", default=_train_default("strategy"), show_default=True,
               help="default, mirrored (all GPUs) or cpu2 (two logical CPUs, for testing).")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--test-fraction", default=0.18, show_default=True)
-@click.option("--val-fraction", default=0.1, show_default=True)
-@click.option("--patience", "early_stopping_patience", default=3, show_default=True,
+@click.option("--seed", default=_train_default("seed"), show_default=True)
+@click.option("--test-fraction", default=_train_default("test_fraction"), show_default=True)
+@click.option("--val-fraction", default=_train_default("val_fraction"), show_default=True)
+@click.option("--patience", "early_stopping_patience",
+              default=_train_default("early_stopping_patience"), show_default=True,
               help="EarlyStopping patience in epochs (0: off).")
 @click.option("--split-file", default=None,
               help="Split manifest to write/reuse [DATA/labtf_split.csv].")

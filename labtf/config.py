@@ -9,6 +9,9 @@ from labtf.errors import LabtfError
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "cpu2")
+LR_SCHEDULES = ("constant", "cosine")
+#: Augmentation strengths; labtf.data.AUGMENT_PRESETS holds what each means.
+AUGMENT_PRESETS = ("light", "strong")
 
 
 def check_choice(what: str, value: str, valid) -> str:
@@ -31,16 +34,20 @@ class TrainConfig:
         epochs: head-only epochs (stage 1).
         fine_tune_epochs: epochs with the top blocks unfrozen (stage 2; 0 skips it).
         fine_tune_blocks: how many of the backbone's top blocks stage 2 unfreezes.
+        augment_preset: ``light`` or ``strong`` (what each means: labtf.data.AUGMENT_PRESETS).
+        cache_views: K > 0 trains on cached frozen-trunk activations of K augmented
+            views per image (labtf.trunk_cache); 0 runs the whole network every epoch.
+        lr_schedule: ``constant`` or ``cosine`` (stage 2: warm-up epoch, then cosine decay).
     """
 
     data: str
     backbone: str = "efficientnet_lite0"
     weights: str = "imagenet"
     image_size: int | None = None
-    resize: str = "crop"
+    resize: str = "pad"
     batch_size: int = 32
-    epochs: int = 8
-    fine_tune_epochs: int = 4
+    epochs: int = 30
+    fine_tune_epochs: int = 10
     fine_tune_blocks: int = 2
     learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-4
@@ -48,7 +55,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     class_weights: bool = True
     augment: bool = True
-    early_stopping_patience: int = 3
+    early_stopping_patience: int = 5
     mixed_precision: str = "float32"
     strategy: str = "default"
     seed: int = 0
@@ -56,6 +63,9 @@ class TrainConfig:
     val_fraction: float = 0.1
     split_file: str | None = None
     cache: bool = True
+    augment_preset: str = "light"
+    cache_views: int = 8
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -71,10 +81,13 @@ class TrainConfig:
         check_choice("resize mode", self.resize, RESIZE_MODES)
         check_choice("mixed precision policy", self.mixed_precision, PRECISIONS)
         check_choice("strategy", self.strategy, STRATEGIES)
+        check_choice("learning-rate schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice("augmentation preset", self.augment_preset, AUGMENT_PRESETS)
         for name in ("batch_size", "epochs"):
             if int(getattr(self, name)) < 1:
                 raise LabtfError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("fine_tune_epochs", "fine_tune_blocks", "early_stopping_patience"):
+        for name in ("fine_tune_epochs", "fine_tune_blocks", "early_stopping_patience",
+                     "cache_views"):
             if int(getattr(self, name)) < 0:
                 raise LabtfError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if self.image_size is not None and not 32 <= int(self.image_size) <= 1024:

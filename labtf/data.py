@@ -34,6 +34,14 @@ class AugmentConfig:
     saturation: float = 0.15
 
 
+#: Named augmentation strengths (``TrainConfig.augment_preset``; names in labtf.config).
+AUGMENT_PRESETS = {
+    "light": AugmentConfig(),
+    "strong": AugmentConfig(crop_scale=(0.3, 1.0), rotation_deg=15.0, brightness=0.3,
+                            contrast=0.3, saturation=0.4),
+}
+
+
 def _decode_fn(size: int, resize: str):
     def decode(path: bytes) -> np.ndarray:
         try:

@@ -9,10 +9,9 @@ from labtf.errors import LabtfError
 
 log = logging.getLogger(__name__)
 
-#: The demo's settings: EfficientNet-Lite0 with offline ImageNet weights.
-DEMO_SETTINGS = {"backbone": "efficientnet_lite0", "weights": "imagenet", "image_size": 224,
-                 "batch_size": 32, "epochs": 20, "fine_tune_epochs": 10, "fine_tune_blocks": 2,
-                 "early_stopping_patience": 5, "resize": "pad"}
+#: The demo trains with labtf train's own defaults (TrainConfig), chosen on the photo-scene
+#: benchmark (benchmarks/results/scenes.md); nothing here overrides them.
+DEMO_SETTINGS: dict = {}
 
 
 def embedded_dataset() -> Path:

@@ -64,13 +64,16 @@ def resolve_config(config: TrainConfig, out: Path, resume: bool) -> TrainConfig:
     return config
 
 
-def _callbacks(run: Path, stage: int, monitor: str, patience: int, best_so_far: float | None):
+def _callbacks(run: Path, stage: int, monitor: str, patience: int, best_so_far: float | None,
+               full: keras.Model):
+    from labtf.trunk_cache import FullModelCheckpoint
+
     cbs = [
         keras.callbacks.BackupAndRestore(str(run / "backup" / f"stage{stage}")),
         keras.callbacks.CSVLogger(str(run / f"history_stage{stage}.csv"), append=True),
-        keras.callbacks.ModelCheckpoint(str(run / BEST), monitor=monitor, mode="min",
-                                        save_best_only=True, save_weights_only=True,
-                                        initial_value_threshold=best_so_far),
+        FullModelCheckpoint(full, str(run / BEST), monitor=monitor, mode="min",
+                            save_best_only=True, save_weights_only=True,
+                            initial_value_threshold=best_so_far),
     ]
     if patience:
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=patience))
@@ -89,7 +92,7 @@ def _kept_epoch(history: list[dict], monitor: str) -> dict:
     return min(rows, key=lambda r: r[monitor]) if rows else {}
 
 
-def _compile(model: keras.Model, lr: float, smoothing: float) -> None:
+def _compile(model: keras.Model, lr, smoothing: float) -> None:
     model.compile(optimizer=keras.optimizers.Adam(lr),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=smoothing),
                   metrics=["accuracy"])
@@ -99,6 +102,37 @@ def _load_best(model: keras.Model, run: Path) -> None:
     """The best checkpoint's model weights; its optimizer state belongs to the stage that wrote it."""
     skip = [model.optimizer] if getattr(model, "optimizer", None) is not None else None
     model.load_weights(run / BEST, objects_to_skip=skip)
+
+
+def _schedule(config: TrainConfig, stage: int, lr: float, epochs: int, steps: int):
+    """Stage 2 with ``lr_schedule='cosine'``: one warm-up epoch, then cosine decay to 0."""
+    if config.lr_schedule != "cosine" or stage != 2:
+        return lr
+    total = max(1, epochs * steps)
+    warm = min(steps, total // 2)
+    return keras.optimizers.schedules.CosineDecay(0.0, max(1, total - warm), warmup_target=lr,
+                                                  warmup_steps=warm)
+
+
+def _cached_stages(model, spec, config: TrainConfig, out: Path, train_s, val_s, classes, size,
+                   aug, batch):
+    """Cache the frozen trunk's activations (labtf.trunk_cache) and return the stage plan."""
+    from labtf.data import make_dataset
+    from labtf.trunk_cache import CACHE_DIR, CachedStages, boundary_layer, compute_views
+
+    fine = config.fine_tune_epochs > 0 and config.fine_tune_blocks > 0
+    boundary = boundary_layer(model, spec, config.fine_tune_blocks, fine)
+    trunk = keras.Model(model.inputs, model.get_layer(boundary).output)
+    folder = out / "backup" / CACHE_DIR
+    log.info("caching the frozen trunk (up to %s) for %d augmented view(s) of %d images",
+             boundary, config.cache_views, len(train_s))
+    train = compute_views(trunk, lambda v: make_dataset(
+        train_s, classes, size, batch, training=True, seed=config.seed * 1000 + v,
+        augment_cfg=aug, cache=False, resize=config.resize), config.cache_views, folder, "train")
+    val = compute_views(trunk, lambda v: make_dataset(
+        val_s, classes, size, batch, cache=False, resize=config.resize), 1, folder,
+        "val") if val_s else None
+    return CachedStages(model, boundary, train, val, config.batch_size, config.seed)
 
 
 def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: int = 2) -> Run:
@@ -116,7 +150,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
     Raises:
         LabtfError: bad data, an existing run folder, unobtainable weights.
     """
-    from labtf.data import AugmentConfig, make_dataset
+    from labtf.data import AUGMENT_PRESETS, make_dataset
     from labtf.distribute import strategy_scope
     from labtf.model import build_classifier, cam_layer_name, freeze_backbone, set_precision
     from labtf.model import unfreeze_top
@@ -141,7 +175,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
     set_precision(config.mixed_precision)
     scope, replicas = strategy_scope(config.strategy)
     batch = config.batch_size * replicas
-    aug = AugmentConfig() if config.augment else None
+    aug = AUGMENT_PRESETS[config.augment_preset] if config.augment else None
     train_ds = make_dataset(train_s, index.classes, size, batch, training=True, seed=config.seed,
                             augment_cfg=aug, cache=config.cache, resize=config.resize)
     val_ds = make_dataset(val_s, index.classes, size, batch, cache=config.cache,
@@ -155,6 +189,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
     state = Run(out).read_json("state.json") if state_file.is_file() else {"done": [], "best": None}
     if state.get("monitor") != monitor:     # a run resumed from before val_loss selection
         state["best"] = None
+    cached = _cached_stages(model, spec, config, out, train_s, val_s, index.classes, size, aug,
+                            batch) if config.cache_views else None
     stages = [(1, config.epochs, config.learning_rate),
               (2, config.fine_tune_epochs, config.fine_tune_learning_rate)]
     for stage, epochs, lr in stages:
@@ -167,13 +203,19 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
         if stage == 2:
             _load_best(model, out)
             unfreeze_top(model, spec, config.fine_tune_blocks)
+        fit_model, fit_train, fit_val, extra = (cached.stage(stage) if cached is not None
+                                                else (model, train_ds, val_ds, []))
+        steps = len(fit_train) if cached is not None else -(-len(train_s) // batch)
         with scope():
-            _compile(model, lr, config.label_smoothing)
-        log.info("stage %d: %d epoch(s) at lr %g", stage, epochs, lr)
-        callbacks = _callbacks(out, stage, monitor, config.early_stopping_patience, state["best"])
+            _compile(fit_model, _schedule(config, stage, lr, epochs, steps), config.label_smoothing)
+        log.info("stage %d: %d epoch(s) at lr %g%s", stage, epochs, lr,
+                 " (cosine)" if config.lr_schedule == "cosine" and stage == 2 else "")
+        callbacks = _callbacks(out, stage, monitor, config.early_stopping_patience, state["best"],
+                               model) + extra
         t_stage = time.time()
-        hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
-                         verbose=verbose, shuffle=False, callbacks=callbacks)
+        hist = fit_model.fit(fit_train, validation_data=fit_val, epochs=epochs,
+                             class_weight=weights, verbose=verbose, shuffle=False,
+                             callbacks=callbacks)
         state = {"done": state["done"] + [stage], "monitor": monitor,
                  "best": _best(hist, monitor, state["best"]),
                  "fit_seconds": state.get("fit_seconds", 0.0) + time.time() - t_stage}
