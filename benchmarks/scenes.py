@@ -59,8 +59,11 @@ RECIPES: dict[str, dict] = {
     "lpft_deep_cosine": {"resize": "crop", "epochs": 30, "fine_tune_epochs": 10, "early_stopping_patience": 5,
                          "cache_views": 8, "fine_tune_blocks": 3, "lr_schedule": "cosine",
                          "fine_tune_learning_rate": 3e-4},
+    # labtf train's default since this benchmark (TrainConfig): LP-FT, cosine stage 2 at 3e-4
     "lpft_cosine": {"resize": "crop", "epochs": 30, "fine_tune_epochs": 10, "early_stopping_patience": 5,
                     "cache_views": 8, "lr_schedule": "cosine", "fine_tune_learning_rate": 3e-4},
+    "lpft_1block": {"resize": "crop", "epochs": 30, "fine_tune_epochs": 10,
+                    "early_stopping_patience": 5, "cache_views": 8, "fine_tune_blocks": 1},
     "lpft_288": {"resize": "crop", "epochs": 30, "fine_tune_epochs": 10,
                  "early_stopping_patience": 5, "cache_views": 8, "image_size": 288},
     "lpft_lite2": {"resize": "crop", "epochs": 30, "fine_tune_epochs": 10, "early_stopping_patience": 5,
@@ -115,14 +118,15 @@ def train_child(scenes: Path, recipe: str, seed: int, out: Path) -> dict:
     store = cache_store(cfg, out.parent)
     cmd = ["/usr/bin/time", "-v", sys.executable, "-c", code, json.dumps(cfg), str(out), resume,
            str(store or "")]
-    t0 = time.time()
+    t0, load0 = time.time(), os.getloadavg()[0]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-3000:])
         raise SystemExit(f"recipe {recipe} seed {seed} failed")
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     return {"train_seconds": round(time.time() - t0, 1),
-            "peak_rss_gb": round(int(rss.group(1)) / 1e6, 2) if rss else None}
+            "peak_rss_gb": round(int(rss.group(1)) / 1e6, 2) if rss else None,
+            "load": f"{load0:.0f}-{os.getloadavg()[0]:.0f}"}
 
 
 def _upsample(maps, size: int):
@@ -256,9 +260,10 @@ def probe(scenes: Path, seed: int, backbone: str = "efficientnet_lite0") -> dict
 
 
 ROW = ("| {recipe} | {seeds} | {top1} | {balanced} | {macro_f1} | {hit_all} | {hit_correct} | "
-       "{energy} | {train_seconds} | {peak_rss_gb} |")
+       "{energy} | {train_seconds} | {peak_rss_gb} | {load} |")
 HEADER = ("| recipe | seeds | top-1 | balanced top-1 | macro-F1 | pointing hit@15 all | "
-          "pointing hit@15 correct | energy in mask | train s | peak RSS GB |\n" + "|---" * 10 + "|")
+          "pointing hit@15 correct | energy in mask | train s | peak RSS GB | load avg (train) |\n"
+          + "|---" * 11 + "|")
 
 
 def _fmt(vals: list[float], pct: bool = True) -> str:
@@ -287,7 +292,8 @@ def table(results: dict[str, list[dict]]) -> str:
                 **{k: _fmt([v[k] for v in vs]) for k in ("top1", "balanced", "macro_f1", "hit_all",
                                                          "hit_correct", "energy")},
                 train_seconds=_fmt([r["train_seconds"] for r in runs], pct=False),
-                peak_rss_gb=_fmt([r["peak_rss_gb"] for r in runs], pct=False)))
+                peak_rss_gb=_fmt([r["peak_rss_gb"] for r in runs], pct=False),
+                load=",".join(str(r.get("load", "-")) for r in runs)))
     return "\n".join(lines)
 
 

@@ -50,7 +50,7 @@ class TrainConfig:
     fine_tune_epochs: int = 10
     fine_tune_blocks: int = 2
     learning_rate: float = 1e-3
-    fine_tune_learning_rate: float = 1e-4
+    fine_tune_learning_rate: float = 3e-4
     dropout: float = 0.2
     label_smoothing: float = 0.1
     class_weights: bool = True
@@ -65,7 +65,7 @@ class TrainConfig:
     cache: bool = True
     augment_preset: str = "light"
     cache_views: int = 8
-    lr_schedule: str = "constant"
+    lr_schedule: str = "cosine"
 
     def __post_init__(self) -> None:
         self.validate()
