@@ -35,6 +35,13 @@ def user_errors(fn):
         except LabtfError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except (NotADirectoryError, FileExistsError, IsADirectoryError) as exc:
+            # e.g. an --out that names a file where a folder is needed
+            what = {NotADirectoryError: "part of this path is a file, not a folder",
+                    FileExistsError: "already exists", IsADirectoryError: "is a folder"}
+            click.echo(f"error: {exc.filename or exc}: {what[type(exc)]}; choose another path",
+                       err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)

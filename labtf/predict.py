@@ -59,6 +59,7 @@ class KerasPredictor(Predictor):
         self.classes = run.classes
         self.image_size = int(run.meta["image_size"])
         self.resize = run.meta.get("resize", "crop")
+        log.info("loading the Keras model of %s (TensorFlow start-up takes a while)", path)
         self.model = run.load_model()
 
     has_cam = True
