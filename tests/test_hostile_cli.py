@@ -4,8 +4,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -16,13 +14,23 @@ import pytest
 from labtf.errors import LabtfError
 from labtf.manifest import read_manifest
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
-def _cli(*args, cwd=None, timeout=300):
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+def _cli(*args):
+    """Run the CLI in-process (TensorFlow imported once); stderr shows an uncaught exception
+    as 'Traceback' like the console script would."""
+    import traceback
+    from types import SimpleNamespace
+
+    from click.testing import CliRunner
+
+    import cli
+
+    res = CliRunner().invoke(cli.main, [str(a) for a in args])
+    stderr = res.stderr
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        stderr += "Traceback\n" + "".join(traceback.format_exception(res.exception))
+    return SimpleNamespace(returncode=res.exit_code, stdout=res.stdout, stderr=stderr)
 
 
 def _one_line_error(proc, message: str, rc: int = 2) -> None:
@@ -154,15 +162,16 @@ def _png_bomb(path: Path, side: int) -> Path:
     return bomb(path, side)
 
 
-def test_predict_refuses_a_169_megapixel_png(tiny_run, tmp_path, tiny_data):
+def test_predict_refuses_a_169_megapixel_png(tiny_run, tmp_path, tiny_data, caplog):
     bomb = _png_bomb(tmp_path / "bomb.png", 13000)
     assert bomb.stat().st_size < 100_000
     good = sorted((tiny_data / "red_disc").iterdir())[0]
-    proc = _cli("predict", tiny_run, bomb, good)
+    with caplog.at_level("INFO", logger="labtf.predict"):
+        proc = _cli("predict", tiny_run, bomb, good)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "13000x13000 px (169 MP), more than the 40 MP" in proc.stderr
     assert str(good) in proc.stdout                 # the rest of the batch is still predicted
-    assert "loading the Keras model" in proc.stderr  # no silent start-up
+    assert "loading the Keras model" in caplog.text  # no silent start-up
 
 
 def test_lambda_model_is_refused_in_one_line(tiny_run, tmp_path):

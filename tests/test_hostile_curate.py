@@ -132,3 +132,32 @@ def test_cli_bad_list_is_one_line(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: 1 path(s)")
     assert _tree(work) == before
+
+
+def test_review_index_never_ends_on_an_empty_list(tmp_path):
+    from labtf.curate.review import write_review_pages
+
+    work = _workspace(tmp_path / "w")
+    items = [(f"images/{c}/{i}.png", c) for c in ("bird", "fruit") for i in range(3)]
+    page = write_review_pages(work, items, []).read_text()
+    assert "span classes" not in page and "<ul></ul>" not in page
+    assert "No near-duplicate groups." in page
+    groups = [{"group": 0, "paths": ["images/bird/0.png", "images/fruit/0.png"],
+               "labels": ["bird", "fruit"], "cross_class": True}]
+    page = write_review_pages(work, items, groups).read_text()
+    assert "1 span classes" in page and "group 0 (bird, fruit): images/bird/0.png" in page
+
+
+def test_outlier_badges_give_their_reason(tmp_path):
+    from labtf.curate.review import write_review_pages
+
+    work = _workspace(tmp_path / "w")
+    items = [(f"images/{c}/{i}.png", c) for c in ("bird", "fruit") for i in range(3)]
+    flags = [{"path": "images/fruit/1.png", "label": "fruit", "reason": "closer to another class",
+              "own_similarity": 0.41, "closest_class": "bird", "closest_similarity": 0.63, "z": 2.2},
+             {"path": "images/fruit/2.png", "label": "fruit", "reason": "far from its class",
+              "own_similarity": 0.2, "closest_class": "bird", "closest_similarity": 0.1, "z": 4.5}]
+    write_review_pages(work, items, [], flags)
+    page = (work / "curation/review/fruit.html").read_text()
+    assert "looks like bird (0.63 vs 0.41 own)" in page and "far from its class (z 4.5)" in page
+    assert "more similar (0.63) than its nearest &#x27;fruit&#x27; images (0.41)" in page
