@@ -213,5 +213,5 @@ def export_tflite(run, path: str | Path, quantize: str = "none", io_type: str = 
     info = run_meta(run, "tflite", quantize=quantize, io_type=io_type, with_cam=with_cam,
                     cam_normalized=normalize, int8_rounding=rounding)
     write_bytes(target, embed(flat, run.classes, info), overwrite=overwrite)
-    log.info("TF-Lite written: %s (%.1f MB)", target, target.stat().st_size / 1e6)
+    log.debug("TF-Lite written: %s (%.1f MB)", target, target.stat().st_size / 1e6)
     return target

@@ -137,7 +137,7 @@ def evaluate(run: Run | str | Path, data: str | None = None, batch_size: int = 3
                    f"{meta['backbone']}: {100 * metrics['accuracy']:.1f}% on {len(samples)} images")
     _write_predictions(run.file("predictions.csv"), samples, classes, probs)
     write_json(run.file("metrics.json"), metrics)
-    log.info("accuracy %.4f, top-%d %.4f on %d images", metrics["accuracy"], metrics["top_k"],
+    log.debug("accuracy %.4f, top-%d %.4f on %d images", metrics["accuracy"], metrics["top_k"],
              metrics["top_k_accuracy"], metrics["n_test"])
     return metrics
 

@@ -284,7 +284,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
         "fit_seconds": round(state.get("fit_seconds", 0.0), 1), "keras": keras.__version__,
         "backend": keras.backend.backend(), "monitor": monitor, "best_" + monitor: state["best"],
         "kept_epoch": kept})
-    log.info("run saved to %s", out)
+    log.debug("run saved to %s", out)   # the CLI prints it
     return Run(out)
 
 

@@ -256,7 +256,7 @@ def curate(work: str | os.PathLike, min_side: int = 64, max_aspect: float = 4.0,
         from labtf.curate.review import write_review_pages
 
         index = write_review_pages(work, kept, glist, flags)
-        log.info("review pages: %s", index)
+        log.debug("review pages: %s", index)
     return counts
 
 
@@ -326,6 +326,6 @@ def apply_rejections(work: str | os.PathLike, lists: list[str]) -> dict:
         counts["rejected"] += old.get("rejected", 0)
         counts["moves"] = old.get("moves", []) + moves
     record_step(work, "review", counts)
-    log.info("review: moved %d file(s) to rejected/ (%d already there); %d image(s) left",
+    log.debug("review: moved %d file(s) to rejected/ (%d already there); %d image(s) left",
              moved, skipped, len(after))
     return counts

@@ -219,5 +219,5 @@ def build_report(run_path: str | os.PathLike, out: str | os.PathLike | None = No
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
     write_text(target, page)
-    log.info("report written: %s (%d kB)", target, len(page) // 1024)
+    log.debug("report written: %s (%d kB)", target, len(page) // 1024)
     return target
