@@ -56,6 +56,13 @@ def main(verbose: bool) -> None:
     """labtf: explainable, edge-deployable image classification."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="labtf: %(message)s", stream=sys.stderr)
+    if not verbose:     # their INFO lines ("Assets written to", "Using opset") only with -v
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+#: Libraries whose INFO logging is noise on labtf's command line.
+NOISY_LOGGERS = ("tensorflow", "tf2onnx", "absl", "h5py", "onnxruntime", "matplotlib", "PIL")
 
 
 @main.command()

@@ -244,3 +244,27 @@ def test_legacy_pth_claiming_a_huge_storage_is_refused(tmp_path):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 20e6
+
+
+def test_native_converter_lines_are_dropped_but_real_ones_kept(tmp_path):
+    """quiet_native drops the TF-Lite C++ notices from fd 2 and keeps every other line."""
+    import subprocess
+    import sys
+
+    code = ("import os, logging; logging.basicConfig(level=logging.INFO)\n"
+            "from labtf.quiet_stderr import quiet_native\n"
+            "with quiet_native():\n"
+            "    os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n')\n"
+            "    os.write(2, b'fully_quantize: 0, inference_type: 6, input_inference_type: FLOAT32,"
+            " output_inference_type: FLOAT32\\n')\n"
+            "    os.write(2, b'W0000 00:00:1796107610.908826    8759 tf_tfl_flatbuffer_helpers.cc:365]"
+            " Ignored output_format.\\n')\n"
+            "    os.write(2, b'a real problem\\n')\n")
+    root = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": root}, timeout=60)
+    assert out.stderr == "a real problem\n", out.stderr
+    verbose = subprocess.run([sys.executable, "-c", code.replace("logging.INFO", "logging.DEBUG")],
+                             capture_output=True, text=True, cwd=root,
+                             env={**os.environ, "PYTHONPATH": root}, timeout=60)
+    assert "XNNPACK" in verbose.stderr and "a real problem" in verbose.stderr
