@@ -44,43 +44,58 @@ def _kill_when(cmd, env, ready, what: str) -> None:
     assert alive and ready(), f"{what}: the process ended before the kill point\n{out[-3000:]}"
 
 
-@pytest.mark.slow
-def test_killed_anywhere_resumes_like_an_uninterrupted_run(tmp_path, shared_data):
-    """Kill in stage 1, between the stages and in stage 2; each --resume continues the run.
-
-    The finished run must have the epochs and stages of an uninterrupted run of the same
-    config, every stage-2 epoch (the bug: a resumed stage 1 left keras' ``_initial_epoch``
-    on the model and stage 2 started at stage 1's epoch), and keep the checkpoint of the
-    lowest-val_loss row of its history.
-    """
-    env = {**os.environ, "LABTF_CACHE": str(tmp_path / "cache")}
-    split = tmp_path / "split.csv"
-    ref, out = tmp_path / "uninterrupted", tmp_path / "killed"
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, shared_data):
+    """The reference: the same config trained without interruption."""
+    base = tmp_path_factory.mktemp("resume")
+    env = {**os.environ, "LABTF_CACHE": str(base / "cache")}
+    split, ref = base / "split.csv", base / "uninterrupted"
     res = subprocess.run(_train_cmd(shared_data, ref, split), env=env, capture_output=True,
-                         text=True, timeout=900)
+                         text=True, timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]
+    return ref, split, env
 
-    h1, h2 = out / "history_stage1.csv", out / "history_stage2.csv"
-    state = out / "state.json"
-    kill_points = [
-        ("stage 1 after epoch 1", lambda: len(_rows(h1)) >= 1),
-        ("between the stages", lambda: state.is_file()
-         and json.loads(state.read_text())["done"] == [1]),
-        ("stage 2 after epoch 1", lambda: len(_rows(h2)) >= 1),
-    ]
-    for i, (what, ready) in enumerate(kill_points):
+
+def _kill_points(out: Path) -> dict:
+    h1, h2, state = out / "history_stage1.csv", out / "history_stage2.csv", out / "state.json"
+    return {
+        "stage 1 after epoch 1": lambda: len(_rows(h1)) >= 1,
+        # stage 1's last row is logged: the kill lands before or after state.json records it
+        "at the end of stage 1": lambda: len(_rows(h1)) >= 3,
+        "between the stages": lambda: state.is_file() and json.loads(state.read_text())["done"] == [1],
+        "stage 2 after epoch 1": lambda: len(_rows(h2)) >= 1,
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kills", [
+    ["stage 1 after epoch 1"],                       # the reported bug: stage 2 lost epochs
+    ["at the end of stage 1", "stage 2 after epoch 1"],
+    ["between the stages", "stage 2 after epoch 1"],
+], ids=["stage1", "end1-stage2", "between-stage2"])
+def test_killed_anywhere_resumes_like_an_uninterrupted_run(tmp_path, shared_data, uninterrupted,
+                                                           kills):
+    """SIGKILL at each point in turn, --resume after each; the finished run must have the
+    epochs and stages of an uninterrupted run of the same config, every stage-2 epoch (the
+    bug: a resumed stage 1 left keras' ``_initial_epoch`` on the model, so stage 2 started at
+    stage 1's epoch), and keep the checkpoint of the lowest-val_loss row of its history.
+    """
+    ref, split, env = uninterrupted
+    out = tmp_path / "killed"
+    points = _kill_points(out)
+    for i, what in enumerate(kills):
         _kill_when(_train_cmd(shared_data, out, split, *(["--resume"] if i else [])), env,
-                   ready, what)
+                   points[what], what)
         assert not (out / "model.keras").exists(), what
     res = subprocess.run(_train_cmd(shared_data, out, split, "--resume"), env=env,
-                         capture_output=True, text=True, timeout=900)
+                         capture_output=True, text=True, timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]
 
     got, want = _rows(out / "history.csv"), _rows(ref / "history.csv")
     assert [(r["epoch"], r["stage"]) for r in got] == [(r["epoch"], r["stage"]) for r in want]
     assert [(r["epoch"], r["stage"]) for r in got] == [
         ("1", "1"), ("2", "1"), ("3", "1"), ("4", "2"), ("5", "2"), ("6", "2")]
-    assert [int(r["epoch"]) for r in _rows(h2)] == [0, 1, 2]
+    assert [int(r["epoch"]) for r in _rows(out / "history_stage2.csv")] == [0, 1, 2]
     meta, ref_meta = (json.loads((d / "run.json").read_text()) for d in (out, ref))
     for m, rows in ((meta, got), (ref_meta, want)):
         best = min(rows, key=lambda r: float(r["val_loss"]))
@@ -88,7 +103,7 @@ def test_killed_anywhere_resumes_like_an_uninterrupted_run(tmp_path, shared_data
         assert m["kept_epoch"]["stage"] == int(best["stage"])
         assert m["best_val_loss"] == pytest.approx(float(best["val_loss"]))
     assert set(meta["kept_epoch"]) == set(ref_meta["kept_epoch"])
-    assert json.loads(state.read_text())["done"] == [1, 2]
+    assert json.loads((out / "state.json").read_text())["done"] == [1, 2]
     assert not (out / "backup").exists()
 
 
