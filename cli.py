@@ -96,9 +96,13 @@ NOISY_LOGGERS = ("tensorflow", "tf2onnx", "absl", "h5py", "onnxruntime", "matplo
 def train(data, out, resume, no_augment, **opts):
     """Fine-tune a backbone on DATA (class folders, CSV manifest or tfds:NAME)."""
     from labtf.config import TrainConfig
+    from labtf.training import is_finished
     from labtf.training import train as do_train
 
     config = TrainConfig(data=data, augment=not no_augment, **opts)
+    if resume and is_finished(Path(out)):
+        click.echo(f"run {out} is already finished; nothing changed (train again with a new --out)")
+        return
     run = do_train(config, out, resume=resume)
     click.echo(f"run saved: {run.path}")
 

@@ -121,6 +121,14 @@ def test_resume_of_a_finished_run_changes_nothing(tmp_path, tiny_data, caplog):
     assert run.path == out
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == before
     assert "finished run" in caplog.text and "nothing changed" in caplog.text
+    from click.testing import CliRunner
+
+    import cli
+
+    res = CliRunner().invoke(cli.main, ["train", str(tiny_data), "--weights", "none",
+                                        "--out", str(out), "--resume"])
+    assert res.exit_code == 0 and "already finished; nothing changed" in res.output
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == before
 
 
 def test_resume_rows_past_the_backup_run_again(tmp_path):
