@@ -35,6 +35,13 @@ def user_errors(fn):
         except LabtfError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except (NotADirectoryError, FileExistsError, IsADirectoryError) as exc:
+            # e.g. an --out that names a file where a folder is needed
+            what = {NotADirectoryError: "part of this path is a file, not a folder",
+                    FileExistsError: "already exists", IsADirectoryError: "is a folder"}
+            click.echo(f"error: {exc.filename or exc}: {what[type(exc)]}; choose another path",
+                       err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
@@ -49,6 +56,13 @@ def main(verbose: bool) -> None:
     """labtf: explainable, edge-deployable image classification."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="labtf: %(message)s", stream=sys.stderr)
+    if not verbose:     # their INFO lines ("Assets written to", "Using opset") only with -v
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+#: Libraries whose INFO logging is noise on labtf's command line.
+NOISY_LOGGERS = ("tensorflow", "tf2onnx", "absl", "h5py", "onnxruntime", "matplotlib", "PIL")
 
 
 def _train_default(name: str):
@@ -101,9 +115,13 @@ def _train_default(name: str):
 def train(data, out, resume, no_augment, **opts):
     """Fine-tune a backbone on DATA (class folders, CSV manifest or tfds:NAME)."""
     from labtf.config import TrainConfig
+    from labtf.training import is_finished
     from labtf.training import train as do_train
 
     config = TrainConfig(data=data, augment=not no_augment, **opts)
+    if resume and is_finished(Path(out)):
+        click.echo(f"run {out} is already finished; nothing changed (train again with a new --out)")
+        return
     run = do_train(config, out, resume=resume)
     click.echo(f"run saved: {run.path}")
 

@@ -71,7 +71,7 @@ def export_onnx(run, path: str | Path, opset: int = OPSET, overwrite: bool = Fal
     proto = to_onnx(export_model, int(meta["image_size"]), opset,
                     metadata={"labels": json.dumps(run.classes), "labtf": json.dumps(info)})
     write_bytes(target, proto.SerializeToString(), overwrite=overwrite)
-    log.info("ONNX written: %s", target)
+    log.debug("ONNX written: %s", target)
     return target
 
 

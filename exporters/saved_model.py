@@ -135,7 +135,7 @@ def export_saved_model(run, path: str | Path, name: str | None = None, version: 
         info = run_meta(run, "saved_model", signatures=["serving_default", "serving_pixels"])
         (extra / META_NAME).write_text(json.dumps(info, indent=2) + "\n")
         (extra / "labels.txt").write_text("\n".join(run.classes) + "\n")
-    log.info("SavedModel written: %s", target)
+    log.debug("SavedModel written: %s", target)
     from labtf.serving.repository import write_repository_config
 
     write_repository_config(path, batching=batching)

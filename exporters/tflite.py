@@ -134,8 +134,11 @@ def convert(export_model, image_size: int, quantize: str = "none", io_type: str 
         if io_type != "float32":
             converter.inference_input_type = getattr(tf, io_type)
             converter.inference_output_type = getattr(tf, io_type)
+    from labtf.quiet_stderr import quiet_native
+
     try:
-        return converter.convert()
+        with quiet_native():        # "fully_quantize: ...", absl lines of the MLIR passes
+            return converter.convert()
     except Exception as exc:  # converter errors are long MLIR dumps
         first = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else type(exc).__name__
         raise LabtfError(f"TF-Lite conversion failed: {first}") from exc
@@ -213,5 +216,5 @@ def export_tflite(run, path: str | Path, quantize: str = "none", io_type: str = 
     info = run_meta(run, "tflite", quantize=quantize, io_type=io_type, with_cam=with_cam,
                     cam_normalized=normalize, int8_rounding=rounding)
     write_bytes(target, embed(flat, run.classes, info), overwrite=overwrite)
-    log.info("TF-Lite written: %s (%.1f MB)", target, target.stat().st_size / 1e6)
+    log.debug("TF-Lite written: %s (%.1f MB)", target, target.stat().st_size / 1e6)
     return target

@@ -135,11 +135,24 @@ def evaluate(run: Run | str | Path, data: str | None = None, batch_size: int = 3
     write_text(run.file("confusion.md"), _markdown(table))
     plot_confusion(cm, classes, run.file("confusion.png"),
                    f"{meta['backbone']}: {100 * metrics['accuracy']:.1f}% on {len(samples)} images")
-    pred = probs.argmax(axis=1)
-    lines = ["path,label,predicted,confidence"] + [
-        f"{s.path},{s.label},{classes[p]},{probs[i, p]:.4f}" for i, (s, p) in enumerate(zip(samples, pred))]
-    write_text(run.file("predictions.csv"), "\n".join(lines) + "\n")
+    _write_predictions(run.file("predictions.csv"), samples, classes, probs)
     write_json(run.file("metrics.json"), metrics)
-    log.info("accuracy %.4f, top-%d %.4f on %d images", metrics["accuracy"], metrics["top_k"],
+    log.debug("accuracy %.4f, top-%d %.4f on %d images", metrics["accuracy"], metrics["top_k"],
              metrics["top_k_accuracy"], metrics["n_test"])
     return metrics
+
+
+def _write_predictions(path: Path, samples: list[Sample], classes: list[str],
+                       probs: np.ndarray) -> None:
+    """predictions.csv (path,label,predicted,confidence), CSV-quoted: a file name may hold
+    commas, quotes or newlines."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "label", "predicted", "confidence"])
+    for s, row in zip(samples, probs):
+        p = int(row.argmax())
+        w.writerow([s.path, s.label, classes[p], f"{row[p]:.4f}"])
+    write_text(path, buf.getvalue())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,32 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".ti
 MIN_SIDE = 8
 
 
+#: Largest image (width x height, decoded pixels) labtf decodes anywhere: CLI, training,
+#: serving, collect, curate. A 20 KB 1-bit PNG can declare 13000x13000 px (1.9 GB as
+#: RGB); the header is checked before any pixel is decoded.
+MAX_PIXELS = 40_000_000
+# Pillow only warns between its own limit (89 MP) and twice that; check_pixels refuses first
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 class BadImage(LabtfError):
     """An image file that cannot be used; the message names the file."""
+
+
+def check_pixels(img: Image.Image, name: str | os.PathLike) -> None:
+    """Refuse an opened (not yet decoded) image larger than :data:`MAX_PIXELS`.
+
+    Args:
+        img: from ``Image.open`` (only the header has been read).
+        name: the file or field named in the error.
+
+    Raises:
+        BadImage: more than ``MAX_PIXELS`` pixels.
+    """
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        raise BadImage(f"{name}: image is {w}x{h} px ({w * h / 1e6:.0f} MP), more than the "
+                       f"{MAX_PIXELS / 1e6:.0f} MP labtf decodes; downscale it")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -64,17 +89,19 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
         uint8 array (H, W, 3).
 
     Raises:
-        BadImage: missing, empty, truncated, corrupt, non-image or tiny file.
+        BadImage: missing, empty, truncated, corrupt, non-image, tiny or huge file.
     """
     path = Path(path)
     try:
         size = path.stat().st_size
-    except OSError as exc:
-        raise BadImage(f"{path}: cannot read ({exc.strerror}); check the path") from None
+    except (OSError, ValueError) as exc:      # ValueError: a NUL in the name
+        raise BadImage(f"{path!r}: cannot read ({getattr(exc, 'strerror', None) or exc}); "
+                       "check the path") from None
     if size == 0:
         raise BadImage(f"{path}: empty file (0 bytes); remove it or re-download it")
     try:
         with Image.open(path) as img:
+            check_pixels(img, path)
             img.seek(0)
             img.load()
             img = ImageOps.exif_transpose(img) or img
@@ -101,10 +128,12 @@ def load_rgb_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
         raise BadImage(f"{name}: empty image data")
     try:
         with Image.open(io.BytesIO(data)) as img:
+            check_pixels(img, name)
             img.seek(0)
             img.load()
             rgb = to_rgb(ImageOps.exif_transpose(img) or img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as exc:
         raise BadImage(f"{name}: not a readable image ({exc})") from None
     return np.asarray(rgb, dtype=np.uint8)
 

@@ -93,9 +93,13 @@ class TFLitePredictor(_ArtifactPredictor):
 
         self._set_meta(read_embedded(path), path)
         mod = _need("ai_edge_litert.interpreter", "tflite", "a .tflite model")
-        self.interpreter = mod.Interpreter(model_path=str(path),
-                                           num_threads=num_threads or os.cpu_count())
-        self.runner = self.interpreter.get_signature_runner("serving_default")
+        from labtf.quiet_stderr import quiet_native
+
+        with quiet_native():        # the XNNPACK notice, once per interpreter
+            self.interpreter = mod.Interpreter(model_path=str(path),
+                                               num_threads=num_threads or os.cpu_count())
+            self.interpreter.allocate_tensors()
+            self.runner = self.interpreter.get_signature_runner("serving_default")
         self.inputs = self.runner.get_input_details()
         self.outputs = self.runner.get_output_details()
         self._batch = None

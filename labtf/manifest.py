@@ -116,31 +116,83 @@ def scan_folder(root: str | os.PathLike, validate: bool = True) -> DatasetIndex:
     return _finish(root, good, skipped + bad, classes)
 
 
+def label_problem(label: str) -> str | None:
+    """Why ``label`` cannot name a class (None when it can): empty, control characters, '/'."""
+    if not label.strip():
+        return "the label is empty"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in label):
+        return f"the label {label!r} holds a control character"
+    if "/" in label or "\\" in label or label.strip() in (".", ".."):
+        return f"the label {label!r} is not a usable class name (it holds a path separator)"
+    return None
+
+
+def _manifest_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line, row) pairs of a manifest CSV; one-line errors for files that are not one."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:    # -sig: a BOM is fine
+            reader = csv.DictReader(fh)
+            missing = {"path", "label"} - {(f or "").strip() for f in reader.fieldnames or []}
+            if missing:
+                raise LabtfError(f"manifest {path} lacks column(s) {sorted(missing)}; "
+                                 "expected a header path,label,split")
+            reader.fieldnames = [(f or "").strip() for f in reader.fieldnames or []]
+            rows = []
+            for row in reader:
+                rows.append((reader.line_num, row))
+    except UnicodeDecodeError as exc:
+        raise LabtfError(f"manifest {path} is not UTF-8 CSV text (byte {exc.start} cannot be "
+                         "decoded); pass a CSV with the header path,label,split") from None
+    except csv.Error as exc:
+        raise LabtfError(f"manifest {path} is not a readable CSV ({exc}); pass a CSV with the "
+                         "header path,label,split") from None
+    except IsADirectoryError:
+        raise LabtfError(f"manifest {path} is a folder; pass the CSV file") from None
+    return rows
+
+
 def read_manifest(path: str | os.PathLike, validate: bool = True) -> DatasetIndex:
     """Read a ``path,label[,split]`` CSV manifest (paths relative to the CSV).
 
+    Every row is checked before any image is read: a short row, an empty or
+    unusable label, an unknown split or an image listed twice is refused with
+    its line number(s).
+
     Raises:
-        LabtfError: missing file, missing columns or an unknown split name.
+        LabtfError: missing or non-CSV file, missing columns, a bad row, duplicates.
     """
     path = Path(path)
     if not path.is_file():
         raise LabtfError(f"manifest {path} does not exist")
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"path", "label"} - set(reader.fieldnames or [])
-        if missing:
-            raise LabtfError(f"manifest {path} lacks column(s) {sorted(missing)}; "
-                             "expected a header path,label,split")
-        rows = list(reader)
-    items, splits = [], {}
-    for i, row in enumerate(rows, start=2):
+    items, splits, lines = [], {}, defaultdict(list)
+    for i, row in _manifest_rows(path):
+        fields = [k for k in row if k is not None]
+        extra = [v for v in row.get(None) or [] if v.strip()]
+        if extra or any(row.get(k) is None for k in ("path", "label")):
+            n = sum(row[k] is not None for k in fields) + len(row.get(None) or [])
+            raise LabtfError(f"manifest {path} line {i}: {n} value(s) for the {len(fields)} "
+                             f"columns {','.join(fields)}; fix or remove the row")
         split = (row.get("split") or "").strip()
         if split and split not in SPLITS:
             raise LabtfError(f"manifest {path} line {i}: split '{split}' is not one of {list(SPLITS)}")
-        p = Path(row["path"])
+        label, raw = row["label"].strip(), row["path"].strip()
+        problem = label_problem(label) or ("the path is empty" if not raw else None) or \
+            ("the path holds a NUL byte" if "\x00" in raw else None)
+        if problem:
+            raise LabtfError(f"manifest {path} line {i}: {problem}; give every row an image "
+                             "path and a class name")
+        p = Path(raw)
         full = str(p if p.is_absolute() else path.parent / p)
-        items.append((full, row["label"]))
+        lines[os.path.normpath(os.path.abspath(full))].append((i, label, split))
+        items.append((full, label))
         splits[full] = split
+    dups = [v for v in lines.values() if len(v) > 1]
+    if dups:
+        where = "; ".join(", ".join(f"line {i} ({lab}{'/' + sp if sp else ''})" for i, lab, sp in d)
+                          for d in dups[:3])
+        raise LabtfError(f"manifest {path}: {sum(len(d) for d in dups)} rows list "
+                         f"{len(dups)} image(s) more than once ({where}"
+                         f"{'; ...' if len(dups) > 3 else ''}); keep one row per image")
     good, bad = _check_images(items, validate)
     good = [Sample(s.path, s.label, splits[s.path]) for s in good]
     classes = sorted({label for _, label in items})

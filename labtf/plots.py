@@ -36,13 +36,15 @@ def plot_history(rows: list[dict], path: Path) -> Path:
                 ax.plot(epochs, [np.nan if y is None else y for y in ys], style, marker="o",
                         label=(prefix + key))
         switch = [r["epoch"] for r in rows if r["stage"] == 2]
-        if switch:
+        if switch:   # labelled above the plot area, where no curve or legend is
             ax.axvline(switch[0] - 0.5, color="grey", lw=0.8, ls=":")
-            ax.text(switch[0] - 0.4, ax.get_ylim()[1], "fine-tune", va="top", fontsize=8)
+            ax.text(switch[0] - 0.5, 1.01, "fine-tune \u2192", transform=ax.get_xaxis_transform(),
+                    ha="left", va="bottom", fontsize=8, color="dimgrey")
         ax.set_xlabel("epoch")
-        ax.set_title(key)
+        ax.set_title(key, pad=14)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
+                  frameon=False)
     fig.tight_layout()
     path = _save(fig, path)
     plt.close(fig)

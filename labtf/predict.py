@@ -91,11 +91,12 @@ def open_predictor(path: str | os.PathLike) -> Predictor:
     Raises:
         LabtfError: nothing at ``path``, or nothing labtf can run.
     """
-    import labtf.inference  # noqa: F401  appends the exported-artifact predictors
-
     path = Path(path)
     if not path.exists():
         raise LabtfError(f"{path} does not exist; pass a run folder or an exported model")
+    log.info("loading the model in %s (the runtime's start-up takes a few seconds)", path)
+    import labtf.inference  # noqa: F401  appends the exported-artifact predictors
+
     for test, factory, _ in PREDICTORS:
         if test(path):
             return factory(path)

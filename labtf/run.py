@@ -75,8 +75,16 @@ class Run:
 
     def load_model(self):
         """Load the trained Keras model (labtf's custom layers registered)."""
+        import zipfile
+
         import keras
 
         import labtf.model  # noqa: F401  registers Preprocess
 
-        return keras.saving.load_model(self.file(self.MODEL), compile=False)
+        path = self.file(self.MODEL)
+        try:        # safe_mode (the default) refuses Lambda layers and other arbitrary code
+            return keras.saving.load_model(path, compile=False)
+        except (ValueError, TypeError, OSError, KeyError, zipfile.BadZipFile) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise LabtfError(f"{path} cannot be loaded safely ({first[:300]}); labtf loads only "
+                             "models it trained (no Lambda layers or custom code)") from None

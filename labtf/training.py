@@ -51,6 +51,8 @@ def resolve_config(config: TrainConfig, out: Path, resume: bool) -> TrainConfig:
     Raises:
         LabtfError: the folder exists without ``resume``, or ``resume`` finds no run.
     """
+    if out.exists() and not out.is_dir():
+        raise LabtfError(f"--out {out} is a file, not a run folder; pass a new folder name")
     if resume:
         if not (out / "config.json").is_file():
             raise LabtfError(f"--resume: {out} holds no run to continue; drop --resume to start one")
@@ -64,20 +66,85 @@ def resolve_config(config: TrainConfig, out: Path, resume: bool) -> TrainConfig:
     return config
 
 
+def is_finished(out: Path) -> bool:
+    """True when ``out`` holds a completed run (its model and run.json are written last)."""
+    return (Path(out) / Run.MODEL).is_file() and (Path(out) / "run.json").is_file()
+
+
+class _ResumedEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping that starts from the patience count of the epochs a killed process ran."""
+
+    def __init__(self, prior: list[float], **kwargs):
+        super().__init__(**kwargs)
+        self._prior = prior
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        _, self.wait, self.best = _early_stop_state(self._prior, self.patience)
+
+
+def _early_stop_state(values: list[float], patience: int) -> tuple[bool, int, float | None]:
+    """Replay keras' EarlyStopping (mode min, min_delta 0) over a stage's monitor values.
+
+    Returns:
+        (stopped, wait, best) after the last value.
+    """
+    wait, best = 0, None
+    for epoch, v in enumerate(values):
+        wait += 1
+        if best is None or v < best:
+            best, wait = v, 0
+        elif patience and wait >= patience and epoch > 0:
+            return True, wait, best
+    return False, wait, best
+
+
 def _callbacks(run: Path, stage: int, monitor: str, patience: int, best_so_far: float | None,
-               full: keras.Model):
+               prior: list[float], full: keras.Model):
     from labtf.trunk_cache import FullModelCheckpoint
 
+    # Order matters for a kill between two of them: the history row and the best
+    # checkpoint are written before the backup that commits the epoch; a resume drops
+    # rows of epochs the backup does not hold (they run again).
     cbs = [
-        keras.callbacks.BackupAndRestore(str(run / "backup" / f"stage{stage}")),
         keras.callbacks.CSVLogger(str(run / f"history_stage{stage}.csv"), append=True),
+        # the whole classifier, also while a sub-model trains on the trunk cache
         FullModelCheckpoint(full, str(run / BEST), monitor=monitor, mode="min",
                             save_best_only=True, save_weights_only=True,
                             initial_value_threshold=best_so_far),
+        # kept until state.json records the stage: a kill between the last epoch and that
+        # write must not run the stage again from epoch 0
+        keras.callbacks.BackupAndRestore(str(_backup(run, stage)), delete_checkpoint=False),
     ]
     if patience:
-        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=patience))
+        cbs.append(_ResumedEarlyStopping(prior, monitor=monitor, mode="min", patience=patience))
     return cbs
+
+
+def _backup(run: Path, stage: int) -> Path:
+    return run / "backup" / f"stage{stage}"
+
+
+def _stage_rows(run: Path, stage: int) -> list[dict]:
+    """The stage's history rows of the epochs its backup holds (a later row is run again)."""
+    import csv
+    import json
+
+    f = run / f"history_stage{stage}.csv"
+    if not f.is_file():
+        return []
+    meta = _backup(run, stage) / "training_metadata.json"
+    done = json.loads(meta.read_text())["epoch"] if meta.is_file() else 0
+    with open(f, newline="") as fh:
+        text = fh.read()
+    rows = list(csv.DictReader(text.splitlines()))
+    keep = [r for r in rows if _is_num(r.get("epoch")) and int(float(r["epoch"])) < done]
+    if len(keep) != len(rows):      # rewrite without the rows of epochs that run again
+        lines = text.splitlines()
+        from labtf.run import write_text
+
+        write_text(f, "\n".join(lines[:1 + len(keep)]) + "\n")
+    return keep
 
 
 def _best(history: keras.callbacks.History | None, monitor: str, prior: float | None) -> float | None:
@@ -159,6 +226,10 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
 
     out = Path(out)
     config = resolve_config(config, out, resume)
+    if resume and is_finished(out):
+        log.info("%s is a finished run (model.keras, run.json): nothing to resume, nothing "
+                 "changed; train again with a new --out", out)
+        return Run(out)
     spec = get_backbone(config.backbone)
     size = config.input_size
     t0 = time.time()
@@ -199,27 +270,41 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
         if stage in state["done"]:
             log.info("stage %d already done; skipping", stage)
             continue
-        freeze_backbone(model)
-        if stage == 2:
-            _load_best(model, out)
-            unfreeze_top(model, spec, config.fine_tune_blocks)
-        fit_model, fit_train, fit_val, extra = (cached.stage(stage) if cached is not None
-                                                else (model, train_ds, val_ds, []))
-        steps = len(fit_train) if cached is not None else -(-len(train_s) // batch)
-        with scope():
-            _compile(fit_model, _schedule(config, stage, lr, epochs, steps), config.label_smoothing)
-        log.info("stage %d: %d epoch(s) at lr %g%s", stage, epochs, lr,
-                 " (cosine)" if config.lr_schedule == "cosine" and stage == 2 else "")
-        callbacks = _callbacks(out, stage, monitor, config.early_stopping_patience, state["best"],
-                               model) + extra
+        rows = _stage_rows(out, stage)
+        prior = [float(r[monitor]) for r in rows if _is_num(r.get(monitor))]
+        best = min([v for v in (state["best"], *prior) if v is not None], default=None)
+        stopped = _early_stop_state(prior, config.early_stopping_patience)[0]
         t_stage = time.time()
-        hist = fit_model.fit(fit_train, validation_data=fit_val, epochs=epochs,
-                             class_weight=weights, verbose=verbose, shuffle=False,
-                             callbacks=callbacks)
-        state = {"done": state["done"] + [stage], "monitor": monitor,
-                 "best": _best(hist, monitor, state["best"]),
+        if rows and (len(rows) >= epochs or stopped):
+            log.info("stage %d finished before the interruption (%d epoch(s))", stage, len(rows))
+        else:
+            freeze_backbone(model)
+            if stage == 2:
+                _load_best(model, out)
+                unfreeze_top(model, spec, config.fine_tune_blocks)
+            fit_model, fit_train, fit_val, extra = (cached.stage(stage) if cached is not None
+                                                    else (model, train_ds, val_ds, []))
+            steps = len(fit_train) if cached is not None else -(-len(train_s) // batch)
+            with scope():
+                _compile(fit_model, _schedule(config, stage, lr, epochs, steps),
+                         config.label_smoothing)
+            log.info("stage %d: %d epoch(s) at lr %g%s%s", stage, epochs, lr,
+                     " (warm-up, cosine decay)" if config.lr_schedule == "cosine" and stage == 2
+                     else "", f", resuming after epoch {len(rows)}" if rows else "")
+            callbacks = _callbacks(out, stage, monitor, config.early_stopping_patience, best,
+                                   prior, model) + extra
+            # BackupAndRestore sets model._initial_epoch and fit never clears it: without
+            # this, a resumed stage 1 would make stage 2 start at stage 1's epoch
+            fit_model._initial_epoch = None
+            hist = fit_model.fit(fit_train, validation_data=fit_val, epochs=epochs,
+                                 class_weight=weights, verbose=verbose, shuffle=False,
+                                 callbacks=callbacks)
+            fit_model._initial_epoch = None
+            best = _best(hist, monitor, best)
+        state = {"done": state["done"] + [stage], "monitor": monitor, "best": best,
                  "fit_seconds": state.get("fit_seconds", 0.0) + time.time() - t_stage}
         write_json(state_file, state)
+        shutil.rmtree(_backup(out, stage), ignore_errors=True)
     _load_best(model, out)
     tmp = out / ".model.tmp.keras"
     model.save(tmp)
@@ -240,7 +325,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
         "fit_seconds": round(state.get("fit_seconds", 0.0), 1), "keras": keras.__version__,
         "backend": keras.backend.backend(), "monitor": monitor, "best_" + monitor: state["best"],
         "kept_epoch": kept})
-    log.info("run saved to %s", out)
+    log.debug("run saved to %s", out)   # the CLI prints it
     return Run(out)
 
 

@@ -161,3 +161,26 @@ def test_cli_explain_batch_with_a_corrupt_file(trained_run, batch, tmp_path):
     assert (out / "sheet_guided-gradcam.png").is_file() and len(list(out.glob("*_panel.png"))) == 2
     again = CliRunner().invoke(cli.main, args)
     assert again.exit_code == 2 and "already holds" in again.output
+
+
+def test_guided_maps_are_drawn_as_gradient_images_not_jet_overlays():
+    """A sparse guided map as a jet overlay is a blue wash; as a gradient image it is grey
+    where the gradient is zero and shows the signed RGB gradient where it is not."""
+    from labtf.explain.core import Explanation
+    from labtf.explain.render import explanation_tile, heat
+
+    img = np.full((64, 64, 3), 200, np.uint8)
+    rgb = np.zeros((64, 64, 3), np.float32)
+    rgb[20:30, 20:30, 0] = 1.0                          # red channel gradient in one patch
+    m = np.abs(rgb).max(-1)
+    e = Explanation("guided-gradcam", m, 0, "a", 0.9, "a", 0.9, "conv", rgb=rgb)
+    tile = np.asarray(explanation_tile(img, e, "guided-gradcam"))[:224]   # without the caption
+    grey = tile[5:60, 5:60]
+    assert np.abs(grey.astype(int) - grey.mean()).max() <= 2 and 110 < grey.mean() < 145
+    patch = tile[int(22 * 3.5):int(28 * 3.5), int(22 * 3.5):int(28 * 3.5)].reshape(-1, 3)
+    assert (patch[:, 0] > 200).all() and (patch[:, 1] < 140).all()
+    blue = heat(np.zeros((1, 1)))[0, 0]                 # what a jet overlay paints at 0
+    assert blue[2] > 100 and blue[0] < 50 and not (grey[..., 2] > grey[..., 0] + 20).any()
+    plain = Explanation("gradcam", m, 0, "a", 0.9, "a", 0.9, "conv")
+    over = np.asarray(explanation_tile(img, plain, "gradcam"))[:224]
+    assert over[5:60, 5:60, 2].mean() > over[5:60, 5:60, 0].mean() + 40   # a heat overlay

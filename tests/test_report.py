@@ -80,3 +80,47 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     subprocess.run(cmd[:-2] + [f"--screenshot={shot}", "--window-size=1200,2000", report.as_uri()],
                    capture_output=True, text=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_samples_are_drawn_across_classes():
+    from labtf.explain.report import across_classes
+
+    rows = [{"label": c, "i": i} for c, n in (("a", 9), ("b", 2), ("c", 5)) for i in range(n)]
+    got = across_classes(rows, 8)
+    assert [r["label"] for r in got] == ["a", "b", "c", "a", "b", "c", "a", "c"]
+    assert [r["i"] for r in got if r["label"] == "a"] == [0, 1, 2]
+    assert across_classes(rows[:3], 8) == rows[:3]
+
+
+def test_report_states_run_facts_and_missing_faithfulness(trained_run, report):
+    page = report.read_text()
+    meta = trained_run.meta
+    assert "report written" in page and "training time" in page
+    assert f"({meta['train_seconds']:.0f} s)" in page
+    assert trained_run.config.data in page
+    if not trained_run.file("explain_eval.md").exists():
+        assert "Not measured yet: run <code>labtf explain-eval" in page
+    # one caption per sample (the caption is not also drawn into the picture)
+    assert page.count("<figcaption>") == page.count("<figure>")
+    assert '<div class="gallery">' in page and '<div class="scroll"><table>' in page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_report_fits_1280_px(report, tmp_path):
+    """At 1280 px the page never scrolls sideways (wide tables scroll in their box) and the
+    gallery tiles are all the same width."""
+    import json as _json
+
+    from cdp import Browser
+
+    with Browser(CHROMIUM, tmp_path / "profile") as browser:
+        page = browser.open(report.as_uri())
+        page.send("Emulation.setDeviceMetricsOverride",
+                  {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+        assert page.wait_for("document.readyState === 'complete'", 20)
+        widths = _json.loads(page.eval(
+            "JSON.stringify({page: document.documentElement.scrollWidth, view: innerWidth, "
+            "tiles: Array.from(document.querySelectorAll('.gallery figure'))"
+            ".map(f => Math.round(f.getBoundingClientRect().width))})"))
+    assert widths["page"] <= widths["view"] == 1280, widths
+    assert widths["tiles"] and len(set(widths["tiles"])) == 1, widths

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -141,6 +142,8 @@ def _read_legacy(f: BinaryIO, path: Path) -> Any:
         if count.size != 1 or int(count[0]) != storage.numel:
             raise _bad(path, f"storage {key} has a wrong element count")
         nbytes = storage.numel * storage.stype.dtype.itemsize
+        if nbytes > max(0, os.fstat(f.fileno()).st_size - f.tell()):
+            raise _bad(path, f"storage {key} is truncated")    # before allocating nbytes
         raw = f.read(nbytes)
         if len(raw) != nbytes:
             raise _bad(path, f"storage {key} is truncated")
@@ -148,8 +151,25 @@ def _read_legacy(f: BinaryIO, path: Path) -> Any:
     return result
 
 
+#: Zip checkpoints: most uncompressed bytes read in all, and most uncompressed bytes per byte
+#: of the file (torch stores members uncompressed, ratio ~1; a 1 MB deflate bomb declares GBs).
+#: zipfile never inflates past a member's declared size, so checking those is enough.
+MAX_UNCOMPRESSED_BYTES = 1 << 30
+MAX_COMPRESSION_RATIO = 10
+
+
+def _check_zip_sizes(zf: zipfile.ZipFile, path: Path) -> None:
+    total = sum(max(0, i.file_size) for i in zf.infolist())
+    ratio = total / max(1, path.stat().st_size)
+    if total > MAX_UNCOMPRESSED_BYTES or ratio > MAX_COMPRESSION_RATIO:
+        raise _bad(path, f"its members unpack to {total / 1e6:.0f} MB, {ratio:.0f}x the file "
+                         f"(limits {MAX_UNCOMPRESSED_BYTES / 1e6:.0f} MB, "
+                         f"{MAX_COMPRESSION_RATIO}x); a zip bomb or not a weights file")
+
+
 def _read_zip(path: Path) -> Any:
     with zipfile.ZipFile(path) as zf:
+        _check_zip_sizes(zf, path)
         names = zf.namelist()
         pkl = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pkl) != 1:

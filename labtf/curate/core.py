@@ -22,7 +22,7 @@ from labtf.curate import phash
 from labtf.curate.report import load_report, record_step
 from labtf.errors import LabtfError
 from labtf.fileio import read_json_or_text, write_text
-from labtf.images import is_image_name
+from labtf.images import BadImage, check_pixels, is_image_name
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,15 @@ def workspace_images(work: str | os.PathLike) -> Path:
     if not images.is_dir():
         raise LabtfError(f"{work} has no images/ folder; pass a 'labtf collect' output folder "
                          "(or put class folders under WORK/images/)")
+    # curate moves files: a link that leads out of the workspace would move a file
+    # that is not the workspace's, or put it somewhere else
+    real = Path(work).resolve()
+    links = [d for d in (images, *images.iterdir(), Path(work) / "rejected") if d.is_symlink()]
+    outside = [d for d in links if not d.resolve().is_relative_to(real)]
+    if outside:
+        raise LabtfError(f"{outside[0]} is a link to {outside[0].resolve()}, outside {work}; "
+                         "curate moves files only inside the workspace: copy the images in "
+                         "or remove the link")
     return images
 
 
@@ -54,9 +63,14 @@ def list_images(images: Path) -> list[tuple[str, str]]:
 
 
 def quality_problem(path: Path, min_side: int, max_aspect: float) -> str | None:
-    """Why an image is unusable (``corrupt``, ``too_small``, ``extreme_aspect``) or None."""
+    """Why an image is unusable (``corrupt``, ``too_small``, ``extreme_aspect``,
+    ``too_large``: more than ``labtf.images.MAX_PIXELS``) or None."""
     try:
         with Image.open(path) as img:
+            try:
+                check_pixels(img, path)
+            except BadImage:
+                return "too_large"
             img.seek(0)
             img.load()
             w, h = img.size
@@ -69,6 +83,25 @@ def quality_problem(path: Path, min_side: int, max_aspect: float) -> str | None:
     return None
 
 
+def move_problem(work: Path, rel: str) -> str | None:
+    """Why ``WORK/rel`` cannot be moved to ``WORK/rejected/`` (None when it can).
+
+    The path must name a file under ``images/`` whose folder, and the folder it would
+    move to, resolve (links followed) inside the workspace.
+    """
+    parts = Path(rel).parts
+    if Path(rel).is_absolute() or ".." in parts or len(parts) < 3 or parts[0] != "images":
+        return f"not a path under images/<class>/ of {work}"
+    real = work.resolve()
+    src, dst = work / rel, work / "rejected" / Path(*parts[1:])
+    for what, folder in (("its folder", src.parent), ("its rejected/ folder", dst.parent)):
+        if not folder.resolve().is_relative_to(real):
+            return f"{what} {folder} leads to {folder.resolve()}, outside {work}"
+    if not src.is_file():
+        return f"not a file in {work}"
+    return None
+
+
 def move_to_rejected(work: Path, rel: str, reason: str, ledger: Ledger,
                      by_path: dict[str, dict]) -> str:
     """Move ``WORK/rel`` to ``WORK/rejected/...`` (never overwriting) and record it.
@@ -76,6 +109,9 @@ def move_to_rejected(work: Path, rel: str, reason: str, ledger: Ledger,
     Returns:
         The new path relative to the workspace.
     """
+    problem = move_problem(work, rel)
+    if problem:
+        raise LabtfError(f"'{rel}': {problem}")
     src = work / rel
     parts = Path(rel).parts
     dst = work / "rejected" / Path(*parts[1:])
@@ -142,7 +178,7 @@ def curate(work: str | os.PathLike, min_side: int = 64, max_aspect: float = 4.0,
             kept.append((rel, label))
     per_class = Counter(label for _, label in kept)
     record_step(work, "filter", {"before": before, "after": len(kept), **{k: reasons.get(k, 0) for k in
-                ("corrupt", "too_small", "extreme_aspect")}, "min_side": min_side,
+                ("corrupt", "too_small", "extreme_aspect", "too_large")}, "min_side": min_side,
                 "max_aspect": max_aspect, "per_class": dict(sorted(per_class.items()))})
     log.info("filter: %d -> %d image(s) (%s)", before, len(kept), dict(reasons) or "none rejected")
 
@@ -220,7 +256,7 @@ def curate(work: str | os.PathLike, min_side: int = 64, max_aspect: float = 4.0,
         from labtf.curate.review import write_review_pages
 
         index = write_review_pages(work, kept, glist, flags)
-        log.info("review pages: %s", index)
+        log.debug("review pages: %s", index)
     return counts
 
 
@@ -248,8 +284,12 @@ def apply_rejections(work: str | os.PathLike, lists: list[str]) -> dict:
     Returns:
         Counts of the review step.
 
+    Every path is checked first (under ``images/<class>/``, no ``..``, no link out of
+    the workspace, an existing file); one bad path moves nothing. ``report.json``'s
+    review step lists every move (``moves``: from, to).
+
     Raises:
-        LabtfError: a listed path is outside ``images/`` or unknown.
+        LabtfError: a listed path is outside ``images/``, unknown, or leads out of WORK.
     """
     work = Path(work)
     images = workspace_images(work)
@@ -258,26 +298,34 @@ def apply_rejections(work: str | os.PathLike, lists: list[str]) -> dict:
     already = {r.get("rejected_from") for r in ledger.latest().values() if r.get("status") == "rejected"}
     wanted = [p for lst in lists for p in read_list(lst)]
     before = len(list_images(images))
-    moved = skipped = 0
-    for rel in dict.fromkeys(wanted):
-        rel = Path(rel).as_posix()
-        if not rel.startswith("images/") or ".." in Path(rel).parts:
-            raise LabtfError(f"'{rel}' is not a path under images/ of {work}")
-        if not (work / rel).is_file():
-            if rel in already:
-                skipped += 1
-                continue
-            raise LabtfError(f"'{rel}' is not in {work}; was the list exported from this workspace?")
-        move_to_rejected(work, rel, "review", ledger, by_path)
-        moved += 1
+    todo, problems, skipped = [], [], 0
+    for raw in dict.fromkeys(wanted):       # validate the whole list before moving anything
+        rel = Path(raw).as_posix()
+        problem = move_problem(work, rel)
+        if problem and problem.startswith("not a file") and rel in already:
+            skipped += 1
+        elif problem:
+            problems.append(f"'{raw}': {problem}")
+        else:
+            todo.append(rel)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise LabtfError(f"{len(problems)} path(s) of the rejection list cannot be moved, so "
+                         f"nothing was moved: {'; '.join(problems[:3])}{more}; was the list "
+                         "exported from this workspace?")
+    moves = [{"from": rel, "to": move_to_rejected(work, rel, "review", ledger, by_path)}
+             for rel in todo]
+    moved = len(moves)
     after = list_images(images)
     counts = {"before": before, "after": len(after), "rejected": moved, "already_rejected": skipped,
-              "per_class": dict(sorted(Counter(label for _, label in after).items()))}
+              "per_class": dict(sorted(Counter(label for _, label in after).items())),
+              "moves": moves}
     old = load_report(work)["steps"].get("review")
     if old:  # several review rounds: keep the first 'before' and add up the rejections
         counts["before"] = old["before"]
         counts["rejected"] += old.get("rejected", 0)
+        counts["moves"] = old.get("moves", []) + moves
     record_step(work, "review", counts)
-    log.info("review: moved %d file(s) to rejected/ (%d already there); %d image(s) left",
+    log.debug("review: moved %d file(s) to rejected/ (%d already there); %d image(s) left",
              moved, skipped, len(after))
     return counts

@@ -86,6 +86,24 @@ def thumbnail_data_uri(path: Path, px: int = THUMB_PX) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def outlier_badge(flag: dict) -> str:
+    """Short badge text of a likely outlier, with its reason in numbers."""
+    if flag["reason"] == "closer to another class":
+        return (f"looks like {flag['closest_class']} ({flag['closest_similarity']:.2f} vs "
+                f"{flag['own_similarity']:.2f} own)")
+    return f"far from its class (z {flag['z']:.1f})"
+
+
+def outlier_reason(flag: dict, label: str) -> str:
+    """The badge's tooltip: why the embedding stage flagged the image."""
+    own, other = flag["own_similarity"], flag["closest_similarity"]
+    if flag["reason"] == "closer to another class":
+        return (f"its nearest '{flag['closest_class']}' images are more similar ({other:.2f}) "
+                f"than its nearest '{label}' images ({own:.2f}): mislabelled?")
+    return (f"much less similar to the other '{label}' images ({own:.2f}) than they are to each "
+            f"other (robust z {flag['z']:.1f}): off-topic or unusual?")
+
+
 def write_review_pages(work: Path, items: list[tuple[str, str]], groups: list[dict],
                        flags: list[dict] | None = None) -> Path:
     """Write ``curation/review/<class>.html`` and ``index.html``.
@@ -118,9 +136,8 @@ def write_review_pages(work: Path, items: list[tuple[str, str]], groups: list[di
             b = ""
             if rel in odd:
                 f = odd[rel]
-                why = (f"looks like {f['closest_class']}" if f["reason"] == "closer to another class"
-                       else "odd one out")
-                b = f'<span class="badge odd">{html.escape(why)}</span> '
+                b = f'<span class="badge odd" title="{html.escape(outlier_reason(f, label))}">' \
+                    f'{html.escape(outlier_badge(f))}</span> '
             if rel in badge:
                 g, cross, labels = badge[rel]
                 other = [x for x in labels if x != label]
@@ -137,6 +154,14 @@ def write_review_pages(work: Path, items: list[tuple[str, str]], groups: list[di
         rows.append(f'<tr><td><a href="{html.escape(label)}.html">{html.escape(label)}</a></td>'
                     f"<td>{len(paths)}</td><td>{n_dup}</td><td>{n_odd}</td></tr>")
     cross = [g for g in groups if g["cross_class"]]
+    if cross:
+        spans = (f"<p>{len(groups)} near-duplicate group(s); {len(cross)} span classes (the "
+                 "same picture filed under two labels: keep it in one):</p><ul>"
+                 + "".join(f"<li>group {g['group']} ({html.escape(', '.join(g['labels']))}): "
+                           f"{html.escape(', '.join(g['paths']))}</li>" for g in cross) + "</ul>")
+    else:
+        spans = (f"<p>{len(groups)} near-duplicate group(s), none spanning classes.</p>"
+                 if groups else "<p>No near-duplicate groups.</p>")
     index = ("<!doctype html><html><head><meta charset='utf-8'><title>labtf review</title></head>"
              "<body style='font-family:sans-serif'><h1>Review</h1><p>Open each class, click the "
              "images that do not belong, press <i>Export rejected list</i>, then run "
@@ -144,8 +169,6 @@ def write_review_pages(work: Path, items: list[tuple[str, str]], groups: list[di
              "<table border=1 cellpadding=4><tr><th>class</th><th>images</th>"
              f"<th>in near-duplicate groups</th><th>flagged as likely outliers</th></tr>"
              f"{''.join(rows)}</table>"
-             f"<p>{len(groups)} near-duplicate group(s); {len(cross)} span classes:</p><ul>"
-             + "".join(f"<li>group {g['group']}: {html.escape(', '.join(g['paths']))}</li>" for g in cross)
-             + "</ul></body></html>\n")
+             f"{spans}</body></html>\n")
     write_text(out / "index.html", index)
     return out / "index.html"

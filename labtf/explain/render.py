@@ -72,6 +72,22 @@ def labelled_overlay(image: np.ndarray, m: np.ndarray, label: str, confidence: f
     return captioned(overlay(image, m), text, width=max(224, image.shape[1]))
 
 
+def explanation_tile(image: np.ndarray, e, method: str) -> Image.Image:
+    """The captioned picture of one explanation: a heat-map overlay, or for guided methods
+    (``e.rgb`` set) the signed RGB gradient image, as in Selvaraju et al.'s Guided Backprop
+    and Guided Grad-CAM figures (a jet overlay of their sparse maps reads as a blue wash).
+
+    Args:
+        image: uint8 (S, S, 3) model input.
+        e: a :class:`labtf.explain.core.Explanation`.
+        method: method name for the caption.
+    """
+    if e.rgb is None:
+        return labelled_overlay(image, e.map, e.class_name, e.confidence, method)
+    return captioned(gradient_image(e.rgb), f"{e.class_name}  p={e.confidence:.2f}\n{method}",
+                     width=max(224, image.shape[1]))
+
+
 def grid(tiles: list[Image.Image], columns: int, pad: int = 4) -> Image.Image:
     """Tiles (any sizes) on a white grid, row-major."""
     if not tiles:

@@ -2,8 +2,9 @@
 
 Sections: data summary (images per class and split), training curves, the
 poster's confusion table with per-class accuracy, correct and wrong test
-predictions with Grad-CAM overlays, and the faithfulness table when
-``explain_eval.json`` is in the run. No network, scripts or external files.
+predictions with Grad-CAM overlays (drawn in turn from each class), and the
+faithfulness table once ``labtf explain-eval`` has written ``explain_eval.md``
+(until then the section says how to make it). No network, scripts or external files.
 """
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ from labtf.errors import LabtfError
 
 log = logging.getLogger(__name__)
 
-CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-table{border-collapse:collapse;margin:.6em 0;font-size:13px}td,th{border:1px solid #bbb;
+CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;
+color:#222}table{border-collapse:collapse;margin:.6em 0;font-size:13px}td,th{border:1px solid #bbb;
 padding:3px 7px;text-align:right}th{background:#eee}td:first-child{text-align:left}
-figure{display:inline-block;margin:4px;text-align:center;font-size:12px;vertical-align:top}
-img{max-width:100%}.bad{color:#b00;font-weight:bold}"""
+.scroll{overflow-x:auto;max-width:100%}.meta td{text-align:left}
+.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:10px}
+figure{margin:0;text-align:center;font-size:12px}.gallery img{width:100%}figcaption{margin-top:2px}
+img{max-width:100%}.bad{color:#b00;font-weight:bold}.note{color:#555}"""
 
 
 def _img_tag(data: bytes, alt: str, width: int | None = None) -> str:
@@ -32,12 +35,13 @@ def _img_tag(data: bytes, alt: str, width: int | None = None) -> str:
     return f'<img alt="{html.escape(alt)}"{w} src="data:image/png;base64,{b64}">'
 
 
-def _table(rows: list[list[str]], header: bool = True) -> str:
-    out = ["<table>"]
+def _table(rows: list[list[str]], header: bool = True, cls: str = "") -> str:
+    """A table in a horizontally scrolling box (wide tables never widen the page)."""
+    out = [f'<div class="scroll"><table{f" class={cls!r}" if cls else ""}>']
     for i, r in enumerate(rows):
         tag = "th" if header and i == 0 else "td"
         out.append("<tr>" + "".join(f"<{tag}>{html.escape(str(c))}</{tag}>" for c in r) + "</tr>")
-    return "\n".join(out + ["</table>"])
+    return "\n".join(out + ["</table></div>"])
 
 
 def _markdown_to_html(md: str) -> str:
@@ -80,8 +84,22 @@ def _data_summary(run) -> str:
     return _table(rows)
 
 
+def across_classes(rows: list[dict], n: int) -> list[dict]:
+    """Up to ``n`` rows taken in turn from each true class (file order within a class)."""
+    by_class: dict[str, list[dict]] = {}
+    for r in rows:
+        by_class.setdefault(r["label"], []).append(r)
+    queues = [list(v) for _, v in sorted(by_class.items())]
+    out: list[dict] = []
+    while len(out) < n and any(queues):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return out
+
+
 def _samples(run, explainer, per_kind: int) -> str:
-    from labtf.explain.render import labelled_overlay, png_bytes
+    from labtf.explain.render import overlay, png_bytes
     from labtf.images import BadImage
 
     path = run.file("predictions.csv")
@@ -92,23 +110,51 @@ def _samples(run, explainer, per_kind: int) -> str:
     out = []
     for kind, keep in (("Correct", lambda r: r["label"] == r["predicted"]),
                        ("Wrong", lambda r: r["label"] != r["predicted"])):
-        chosen = [r for r in rows if keep(r)][:per_kind]
+        matching = [r for r in rows if keep(r)]
+        chosen = across_classes(matching, per_kind)
         figs = []
         for r in chosen:
+            name = html.escape(Path(r["path"]).name)
             try:
                 img = explainer.load(r["path"])
             except BadImage as exc:
-                figs.append(f"<figure>{html.escape(str(exc))}</figure>")
+                figs.append(f"<figure><figcaption>{html.escape(str(exc))}</figcaption></figure>")
                 continue
             e = explainer.explain(img, "gradcam")
-            tile = labelled_overlay(img, e.map, e.class_name, e.confidence, "Grad-CAM")
-            cap = f"{Path(r['path']).name}: true {r['label']}, predicted {r['predicted']}"
-            figs.append(f"<figure>{_img_tag(png_bytes(tile), cap, 200)}<figcaption>"
-                        f"{html.escape(cap)}</figcaption></figure>")
-        total = sum(keep(r) for r in rows)
-        out.append(f"<h3>{kind} ({total} of {len(rows)}; {len(chosen)} shown)</h3>"
-                   + ("".join(figs) or "<p>none</p>"))
+            cap = (f"{name}<br>true <b>{html.escape(r['label'])}</b>, predicted "
+                   f"<b>{html.escape(r['predicted'])}</b> (p={float(r['confidence']):.2f})")
+            figs.append(f"<figure>{_img_tag(png_bytes(overlay(img, e.map)), Path(r['path']).name)}"
+                        f"<figcaption>{cap}</figcaption></figure>")
+        classes = len({r["label"] for r in chosen})
+        out.append(f"<h3>{kind} ({len(matching)} of {len(rows)}; {len(chosen)} shown, from "
+                   f"{classes} class(es))</h3>"
+                   + (f'<div class="gallery">{"".join(figs)}</div>' if figs else "<p>none</p>"))
     return "\n".join(out)
+
+
+def _run_facts(run, meta: dict) -> str:
+    """Date, data, training time and model of the run as a small two-column table."""
+    import time
+
+    model = run.file(run.MODEL)
+    trained = time.strftime("%Y-%m-%d %H:%M", time.localtime(model.stat().st_mtime))
+    try:
+        data = run.config.data
+    except (LabtfError, OSError):
+        data = "?"
+    secs = meta.get("train_seconds")
+    took = f"{secs / 60:.1f} min ({secs:.0f} s)" if isinstance(secs, (int, float)) else "?"
+    kept = meta.get("kept_epoch") or {}
+    rows = [["trained", trained], ["report written", time.strftime("%Y-%m-%d %H:%M")],
+            ["data", str(data)], ["training time", took],
+            ["backbone", f"{meta.get('backbone', '?')} ({meta.get('weights', '?')} weights), "
+                         f"{meta.get('image_size')} px, resize {meta.get('resize', 'crop')}"],
+            ["images", f"{meta.get('n_train', '?')} train, {meta.get('n_val', '?')} val, "
+                       f"{meta.get('n_test', '?')} test, {len(run.classes)} classes"],
+            ["kept weights", f"epoch {kept.get('epoch', '?')} (stage {kept.get('stage', '?')}), "
+                             f"lowest {meta.get('monitor', '?')}"],
+            ["CAM layer", str(meta.get("cam_layer"))]]
+    return _table(rows, header=False, cls="meta")
 
 
 def build_report(run_path: str | os.PathLike, out: str | os.PathLike | None = None,
@@ -136,10 +182,8 @@ def build_report(run_path: str | os.PathLike, out: str | os.PathLike | None = No
         raise LabtfError(f"{target} already exists; choose another --out or remove it")
     meta = run.meta
     title = f"labtf report: {run.path.name} ({meta.get('backbone', '?')})"
-    body = [f"<h1>{html.escape(title)}</h1>",
-            f"<p>{meta.get('image_size')} px, resize {meta.get('resize', 'crop')}, "
-            f"{len(run.classes)} classes, CAM layer {html.escape(str(meta.get('cam_layer')))}."
-            "</p>", "<h2>Data</h2>", _data_summary(run), "<h2>Training curves</h2>"]
+    body = [f"<h1>{html.escape(title)}</h1>", _run_facts(run, meta),
+            "<h2>Data</h2>", _data_summary(run), "<h2>Training curves</h2>"]
     hist = run.file("history.png")
     body.append(_img_tag(hist.read_bytes(), "training curves") if hist.is_file()
                 else "<p>history.png is missing.</p>")
@@ -164,12 +208,16 @@ def build_report(run_path: str | os.PathLike, out: str | os.PathLike | None = No
         body.append("<p>Not evaluated yet: run <code>labtf evaluate RUN</code>.</p>")
     body.append("<h2>Test predictions with Grad-CAM</h2>")
     body.append(_samples(run, Explainer.from_run(run), samples))
+    body.append("<h2>Faithfulness of the explanations</h2>")
     if run.file("explain_eval.md").is_file():
-        body += ["<h2>Faithfulness of the explanations</h2>",
-                 _markdown_to_html(run.file("explain_eval.md").read_text())]
+        body.append(_markdown_to_html(run.file("explain_eval.md").read_text()))
+    else:
+        body.append('<p class="note">Not measured yet: run <code>labtf explain-eval '
+                    f'{html.escape(str(run.path))}</code> (deletion/insertion AUC, randomization '
+                    "tests, pointing game), then <code>labtf report</code> again.</p>")
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
     write_text(target, page)
-    log.info("report written: %s (%d kB)", target, len(page) // 1024)
+    log.debug("report written: %s (%d kB)", target, len(page) // 1024)
     return target
