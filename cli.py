@@ -256,14 +256,23 @@ def benchmark(artifacts, run_path, runs, batch_size):
 @click.option("--version", "version", type=int, default=None, help="Served version [artifact's or 1].")
 @click.option("--access-log", default="-", show_default=True,
               help="JSON-lines access log: '-' stderr, a file, or '' for none.")
+@click.option("--grpc-port", type=int, default=None,
+              help="Also serve TF Serving's gRPC API on this port (8500 in TF Serving; 0: any "
+                   "free port). Needs tensorflow-serving-api.")
+@click.option("--version-label", "version_labels", multiple=True, metavar="LABEL",
+              help="Version label naming the served version (/v1/models/NAME/labels/LABEL); "
+                   "repeatable.")
 @user_errors
 def serve(artifact, **opts):
-    """Serve ARTIFACT over TF Serving's REST API (+ a try-it page at /)."""
+    """Serve ARTIFACT over TF Serving's REST (and gRPC) API (+ a try-it page at /)."""
     from labtf.serving.server import serve as do_serve
 
+    def ready(url: str) -> None:
+        grpc = url.startswith("grpc://")
+        click.echo(f"gRPC on {url[7:]}" if grpc else f"serving on {url}/  (Ctrl-C to stop)")
+
     opts["access_log_to"] = opts.pop("access_log")
-    do_serve(artifact, ready=lambda url: click.echo(f"serving on {url}/  (Ctrl-C to stop)"),
-             **opts)
+    do_serve(artifact, ready=ready, **opts)
 
 
 @main.command()

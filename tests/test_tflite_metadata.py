@@ -164,3 +164,37 @@ def test_mediapipe_needs_the_metadata_and_reads_the_names(tiny, tmp_path):
     assert res.loaded, res.error
     assert [t[:2] for t in res.top] == [(0, "red"), (1, "green"), (2, "blue")]
     assert res.heads == ["probabilities"]
+
+
+def test_export_writes_metadata_and_a_classifier_twin(trained_run, tmp_path, shared_data):
+    pytest.importorskip("ai_edge_litert")
+    from exporters import export
+    from exporters.common import load_images, split_samples
+    from exporters.tflite_metadata import read_metadata
+    from labtf.predict import open_predictor
+
+    path = export(trained_run.path, "tflite", tmp_path, license="CC0-1.0", version=4)
+    twin = tmp_path / "model_fp32_classifier.tflite"
+    assert path.name == "model_fp32.tflite" and twin.is_file()
+    md, md_twin = read_metadata(path), read_metadata(twin)
+    assert md.labels == md_twin.labels == trained_run.classes
+    assert (md.license, md.version, md.author) == ("CC0-1.0", "4", "labtf")
+    assert sorted(o.name for o in md.outputs) == ["cam", "probabilities"]
+    assert [o.name for o in md_twin.outputs] == ["probabilities"]
+    assert json.loads(md.files["labtf.json"])["with_cam"] is True
+    assert json.loads(md_twin.files["labtf.json"])["with_cam"] is False
+    cam_pred, twin_pred = open_predictor(path), open_predictor(twin)
+    assert cam_pred.has_cam and not twin_pred.has_cam
+    samples = split_samples(trained_run, "test")
+    images, _ = load_images(samples, 64, trained_run.meta.get("resize", "crop"))
+    np.testing.assert_allclose(twin_pred.predict_batch(images), cam_pred.predict_batch(images),
+                               atol=1e-6)
+    if NO_MEDIAPIPE:
+        return
+    from exporters.mediapipe_run import classify
+
+    res = classify(twin, images.astype(np.uint8), timeout=300)
+    assert res.loaded, res.error
+    assert all(trained_run.classes[i] == name for i, name, _ in res.top)
+    top = twin_pred.predict_batch(images).argmax(1)
+    assert [i for i, _, _ in res.top] == list(top)
