@@ -218,12 +218,19 @@ def _export_choices(field: str) -> list[str]:
               help="saved_model: TF Serving repository; writes DIR/NAME/VERSION/ + DIR/models.config.")
 @click.option("--batching", is_flag=True, help="saved_model: also write DIR/batching.config.")
 @click.option("--name", default=None, help="saved_model: TF Serving model name [run folder name].")
-@click.option("--version", "version", default=1, show_default=True, help="saved_model: version.")
+@click.option("--version", "version", default=1, show_default=True,
+              help="saved_model: version; tflite: metadata version.")
+@click.option("--classifier-twin/--no-classifier-twin", default=True, show_default=True,
+              help="tflite: also write model_<tag>_classifier.tflite (probabilities only, "
+                   "for MediaPipe's ImageClassifier).")
+@click.option("--author", default="labtf", show_default=True, help="tflite: metadata author.")
+@click.option("--license", "license_", default="unspecified", show_default=True,
+              help="tflite: metadata licence (e.g. Apache-2.0).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing artifact.")
 @click.option("--no-parity", is_flag=True, help="Skip the parity report against Keras.")
 @user_errors
 def export_cmd(run, fmt, quantize, io_type, calibration_images, int8_rounding, out, serving_base,
-               batching, name, version, overwrite, no_parity):
+               batching, name, version, classifier_twin, author, license_, overwrite, no_parity):
     """Export RUN for deployment and check it against Keras (parity.json/.md in --out)."""
     from exporters import export
     from exporters.parity import markdown_table, parity_report, reference, write_parity
@@ -233,7 +240,9 @@ def export_cmd(run, fmt, quantize, io_type, calibration_images, int8_rounding, o
         raise LabtfError("--serving-base is for --format saved_model")
     if not (out or serving_base):
         raise LabtfError("pass --out DIR (or --serving-base DIR with --format saved_model)")
-    opts = {"io_type": io_type, "int8_rounding": int8_rounding} if fmt == "tflite" else {}
+    opts = {"io_type": io_type, "int8_rounding": int8_rounding, "version": version,
+            "classifier_twin": classifier_twin, "author": author,
+            "license": license_} if fmt == "tflite" else {}
     if fmt in ("tflite", "tensorrt"):
         opts["calibration_images"] = calibration_images
     if fmt == "saved_model":
@@ -284,14 +293,23 @@ def benchmark(artifacts, run_path, runs, batch_size):
 @click.option("--version", "version", type=int, default=None, help="Served version [artifact's or 1].")
 @click.option("--access-log", default="-", show_default=True,
               help="JSON-lines access log: '-' stderr, a file, or '' for none.")
+@click.option("--grpc-port", type=int, default=None,
+              help="Also serve TF Serving's gRPC API on this port (8500 in TF Serving; 0: any "
+                   "free port). Needs tensorflow-serving-api.")
+@click.option("--version-label", "version_labels", multiple=True, metavar="LABEL",
+              help="Version label naming the served version (/v1/models/NAME/labels/LABEL); "
+                   "repeatable.")
 @user_errors
 def serve(artifact, **opts):
-    """Serve ARTIFACT over TF Serving's REST API (+ a try-it page at /)."""
+    """Serve ARTIFACT over TF Serving's REST (and gRPC) API (+ a try-it page at /)."""
     from labtf.serving.server import serve as do_serve
 
+    def ready(url: str) -> None:
+        grpc = url.startswith("grpc://")
+        click.echo(f"gRPC on {url[7:]}" if grpc else f"serving on {url}/  (Ctrl-C to stop)")
+
     opts["access_log_to"] = opts.pop("access_log")
-    do_serve(artifact, ready=lambda url: click.echo(f"serving on {url}/  (Ctrl-C to stop)"),
-             **opts)
+    do_serve(artifact, ready=ready, **opts)
 
 
 @main.command()

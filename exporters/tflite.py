@@ -1,11 +1,18 @@
 """TF-Lite export: float32, float16 weights, or full-integer int8.
 
-The file is self-describing: after the flatbuffer comes a zip archive (the
-TF-Lite Support "associated files" trick: flatbuffer readers ignore trailing
-bytes, zip readers find the archive from the end) holding ``labels.txt`` (one
-class per line, index order) and ``labtf.json`` (input size, resize mode,
-quantisation, source run). Read them with :func:`read_embedded` or
-``unzip -l model.tflite``.
+The file is self-describing with standard TFLite Metadata
+(:mod:`exporters.tflite_metadata`, what MediaPipe Tasks and the TF-Lite Task
+library read): input ImageProperties RGB + NormalizationOptions mean 0 / std 1,
+output tensor metadata with ``labels.txt`` as TENSOR_AXIS_LABELS, name / version /
+author / licence, and ``labtf.json`` (input size, resize mode, quantisation,
+source run) as a model-level associated file; the associated files are a STORED
+zip after the flatbuffer (``unzip -l model.tflite``). :func:`read_embedded`
+reads them, and also the plain appended zip of artifacts from before the metadata.
+
+Beside each CAM model the exporter writes a classifier-only twin
+``model_<tag>_classifier.tflite`` (probabilities only, same weights and
+quantisation): MediaPipe's ImageClassifier treats every output as a
+classification head, so the CAM output cannot be in the file it loads.
 
 Signature ``serving_default``: input ``image`` (N,S,S,3) float32 RGB 0..255
 (uint8/int8 with ``io_type``), outputs ``probabilities`` and ``cam``. In the
@@ -20,7 +27,6 @@ leaves rounding to the converter.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import zipfile
@@ -41,9 +47,9 @@ ROUNDING_IMAGES = 32
 
 
 def artifact_name(quantize: str, with_cam: bool = True) -> str:
-    """File name for a quantisation mode."""
+    """File name for a quantisation mode (``_classifier``: probabilities only)."""
     tag = {"none": "fp32", "float16": "fp16", "int8": "int8"}[quantize]
-    return f"model_{tag}{'' if with_cam else '_nocam'}.tflite"
+    return f"model_{tag}{'' if with_cam else '_classifier'}.tflite"
 
 
 def saved_model_converter(export_model, image_size: int):
@@ -146,60 +152,94 @@ def convert(export_model, image_size: int, quantize: str = "none", io_type: str 
         tmp.cleanup()
 
 
-def embed(flatbuffer: bytes, labels: list[str], meta: dict) -> bytes:
-    """Append the labels/metadata zip to a flatbuffer."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("labels.txt", "\n".join(labels) + "\n")
-        zf.writestr(META_NAME, json.dumps(meta, indent=2) + "\n")
-    return flatbuffer + buf.getvalue()
+def embed(flatbuffer: bytes, labels: list[str], meta: dict, *, name: str, version: str,
+          author: str, license: str) -> bytes:
+    """TFLite Metadata + STORED associated files (labels.txt, labtf.json) on a flatbuffer."""
+    from exporters.tflite_metadata import write_metadata
+
+    outputs = meta.get("outputs", {})
+    return write_metadata(
+        flatbuffer, labels=labels, name=name, version=version, author=author, license=license,
+        description=f"labtf image classifier ({meta.get('backbone')}, {len(labels)} classes, "
+                    f"{meta.get('quantize')}); input RGB 0..255, preprocessing in the model",
+        output_descriptions={k: outputs[k] for k in ("probabilities", "cam") if k in outputs},
+        extra_files={META_NAME: (json.dumps(meta, indent=2) + "\n").encode()})
 
 
 def read_embedded(path: str | Path) -> dict:
-    """The ``labtf.json`` embedded in a .tflite, with ``classes`` from labels.txt.
+    """The ``labtf.json`` of a .tflite, with ``classes`` from the TFLite Metadata labels.
+
+    Artifacts written before the metadata (a plain zip appended to the flatbuffer)
+    are read from that zip.
 
     Raises:
-        LabtfError: the file carries no labtf metadata.
+        LabtfError: the file carries no labels (not exported by labtf).
     """
+    from exporters.tflite_metadata import read_metadata
+
+    hint = (f"{path}: no labels embedded (not exported by labtf); re-export it "
+            "with 'labtf export RUN --format tflite'")
+    try:
+        md = read_metadata(path)
+    except (LabtfError, ValueError, IndexError, TypeError):
+        md = None
+    if md is not None and md.labels:
+        try:
+            meta = json.loads(md.files[META_NAME]) if META_NAME in md.files else {}
+        except ValueError:
+            meta = {}
+        meta["classes"] = md.labels
+        if "image_size" not in meta and md.inputs and md.inputs[0].image_size:
+            meta["image_size"] = md.inputs[0].image_size[0]
+        if "image_size" not in meta:
+            raise LabtfError(hint)
+        return meta
     try:
         with zipfile.ZipFile(path) as zf:
             meta = json.loads(zf.read(META_NAME))
             meta["classes"] = [c for c in zf.read("labels.txt").decode().splitlines() if c]
             return meta
-    except (zipfile.BadZipFile, KeyError, ValueError):
-        raise LabtfError(f"{path}: no labels embedded (not exported by labtf); re-export it "
-                         "with 'labtf export RUN --format tflite'") from None
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError):
+        raise LabtfError(hint) from None
 
 
 def export_tflite(run, path: str | Path, quantize: str = "none", io_type: str = "float32",
                   calibration_images: int = 100, int8_rounding: str = "adaptive",
-                  with_cam: bool = True, overwrite: bool = False, **_: object) -> Path:
-    """Export ``run`` to ``<path>/model_<fp32|fp16|int8>.tflite``.
+                  with_cam: bool = True, classifier_twin: bool = True, overwrite: bool = False,
+                  version: str | int = 1, author: str = "labtf",
+                  license: str = "unspecified", **_: object) -> Path:
+    """Export ``run`` to ``<path>/model_<fp32|fp16|int8>.tflite`` (+ a classifier twin).
 
     Args:
         run: a :class:`labtf.run.Run`.
         path: output folder.
         quantize: ``none`` (float32), ``float16`` or ``int8`` (full integer).
-        io_type: ``float32``, ``uint8`` or ``int8`` input/output (int8 only).
+        io_type: ``float32``, ``uint8`` or ``int8`` input/output (int8 only; MediaPipe
+            takes float32 or uint8).
         calibration_images: train-split images for int8 calibration.
         int8_rounding: ``adaptive`` (choose each conv weight's rounding to keep layer
             outputs close, :mod:`exporters.int8_rounding`) or ``nearest``.
         with_cam: include the CAM output.
-        overwrite: replace an existing file.
+        classifier_twin: with the CAM, also write ``model_<tag>_classifier.tflite``
+            (probabilities only: the file MediaPipe's ImageClassifier loads).
+        overwrite: replace existing files.
+        version, author, license: TFLite Metadata fields.
 
     Returns:
-        The .tflite path.
+        The .tflite path (the CAM model when ``with_cam``).
 
     Raises:
-        LabtfError: the file exists, bad options, or conversion failed.
+        LabtfError: a file exists, bad options, or conversion failed.
     """
     from labtf.export_model import build_export_model
 
     if int8_rounding not in ROUNDING:
         raise LabtfError(f"unknown --int8-rounding '{int8_rounding}'; choose one of: "
                          f"{', '.join(ROUNDING)}")
-    target = Path(path) / artifact_name(quantize, with_cam)
-    check_target(target, overwrite)
+    variants = [with_cam] + ([False] if with_cam and classifier_twin else [])
+    targets = [Path(path) / artifact_name(quantize, cam) for cam in variants]
+    for target in targets:
+        check_target(target, overwrite)
     meta = run.meta
     size, mode = int(meta["image_size"]), meta.get("resize", "crop")
     representative = None
@@ -210,11 +250,17 @@ def export_tflite(run, path: str | Path, quantize: str = "none", io_type: str = 
     rounding = int8_rounding if quantize == "int8" else None
     model = int8_model(run, representative, rounding) if rounding else run.load_model()
     normalize = quantize != "int8"   # int8 DIV aborts on an all-zero map: the reader scales it
-    export_model = build_export_model(model, meta.get("cam_layer"), with_cam=with_cam,
-                                      normalize_cam=normalize)
-    flat = convert(export_model, size, quantize, io_type, representative)
-    info = run_meta(run, "tflite", quantize=quantize, io_type=io_type, with_cam=with_cam,
-                    cam_normalized=normalize, int8_rounding=rounding)
-    write_bytes(target, embed(flat, run.classes, info), overwrite=overwrite)
-    log.debug("TF-Lite written: %s (%.1f MB)", target, target.stat().st_size / 1e6)
-    return target
+    name = f"labtf {meta.get('backbone')} {Path(run.path).name}"
+    for cam, target in zip(variants, targets):
+        export_model = build_export_model(model, meta.get("cam_layer"), with_cam=cam,
+                                          normalize_cam=normalize)
+        flat = convert(export_model, size, quantize, io_type, representative)
+        info = run_meta(run, "tflite", quantize=quantize, io_type=io_type, with_cam=cam,
+                        cam_normalized=normalize, int8_rounding=rounding)
+        if not cam:
+            info["outputs"] = {"probabilities": info["outputs"]["probabilities"]}
+        data = embed(flat, run.classes, info, name=name, version=str(version), author=author,
+                     license=license)
+        write_bytes(target, data, overwrite=overwrite)
+        log.debug("TF-Lite written: %s (%.1f MB)", target, target.stat().st_size / 1e6)
+    return targets[0]

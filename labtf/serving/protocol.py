@@ -61,7 +61,7 @@ def labtf_signatures(image_size: int, num_classes: int, cam_hw: tuple[int, int])
                                outputs)}
 
 
-def _decode_b64(value: str, where: str) -> bytes:
+def decode_b64(value: str, where: str) -> bytes:
     if not isinstance(value, str):
         raise RestError(400, f"{where}: 'b64' must be a base64 string")
     try:
@@ -80,7 +80,7 @@ def _to_array(value, info: TensorInfo, where: str, batched: bool) -> np.ndarray:
                 if set(v) != {"b64"}:
                     raise RestError(400, f"{path}: expected a string or {{\"b64\": ...}}, "
                                          f"got an object with keys {sorted(v)}")
-                return _decode_b64(v["b64"], path)
+                return decode_b64(v["b64"], path)
             if isinstance(v, str):
                 return v.encode("utf-8")
             raise RestError(400, f"{path}: expected a string or {{\"b64\": ...}}, "
