@@ -125,8 +125,8 @@ def train_child(scenes: Path, recipe: str, seed: int, out: Path) -> dict:
         sys.stderr.write(proc.stderr[-3000:])
         raise SystemExit(f"recipe {recipe} seed {seed} failed")
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    cpu = sum(float(v) for v in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)",
-                                          proc.stderr))
+    cpu = sum(float(v) for v in re.findall(
+        r"(?:User|System) time \(seconds\): ([\d.]+)", proc.stderr))
     return {"train_seconds": round(time.time() - t0, 1),
             "peak_rss_gb": round(int(rss.group(1)) / 1e6, 2) if rss else None,
             "load": f"{load0:.0f}-{os.getloadavg()[0]:.0f}", "cpu_seconds": round(cpu, 1),
