@@ -108,6 +108,33 @@ def test_spearman_of_a_different_models_maps_is_low(trained_run):
         {"gradcam": 1.0, "saliency": 1.0})
 
 
+def test_deletion_insertion_curves_by_hand():
+    """A model whose class-0 probability is the mean red value / 255: the curves follow directly."""
+    from scipy.ndimage import gaussian_filter
+
+    from labtf.explain.faithfulness import deletion_insertion
+
+    def predict(x):
+        p = x[..., 0].mean(axis=(1, 2)) / 255.0
+        return np.stack([p, 1 - p], axis=1)
+
+    img = np.zeros((4, 4, 3), np.float32)
+    img[..., 0] = np.arange(16, dtype=np.float32).reshape(4, 4) * 16  # red 0..240
+    sal = np.arange(16, dtype=np.float32)[::-1].reshape(4, 4)  # pixel 0 most salient
+    fill = np.array([40.0, 0.0, 0.0], np.float32)
+    d, i = deletion_insertion(predict, img, sal, 0, steps=4, blur_sigma=1.0, fill=fill)
+    red = img[..., 0].ravel()
+    blur = gaussian_filter(img, sigma=(1.0, 1.0, 0))[..., 0].ravel()
+    want_d = [(40.0 * k + red[k:].sum()) / 16 / 255 for k in (0, 4, 8, 12, 16)]
+    want_i = [(red[:k].sum() + blur[k:].sum()) / 16 / 255 for k in (0, 4, 8, 12, 16)]
+    np.testing.assert_allclose(d, want_d, rtol=1e-5)
+    np.testing.assert_allclose(i, want_i, rtol=1e-5)
+    d1, _ = deletion_insertion(predict, img, sal, 1, steps=4, blur_sigma=1.0, fill=fill)
+    np.testing.assert_allclose(d1, 1 - np.array(want_d), rtol=1e-5)  # the target's column
+    d2, _ = deletion_insertion(predict, img, -sal, 0, steps=2, blur_sigma=1.0)  # reversed order
+    np.testing.assert_allclose(d2, [red.sum() / 16 / 255, red[:8].sum() / 16 / 255, 0], atol=1e-7)
+
+
 def test_pointing_game_tolerance_is_15_px():
     from labtf.explain.faithfulness import mask_scores
 
