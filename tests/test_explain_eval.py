@@ -238,6 +238,7 @@ def test_label_randomization_identical_twin_scores_one(trained_run):
     assert rho["saliency"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow  # trains the shuffled-label twin
 def test_cli_explain_eval_label_randomization(trained_run, tmp_path):
     twin = tmp_path / "twin"
     args = ["explain-eval", str(trained_run.path), "--methods", "gradcam,guided", "--limit", "3",

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("jax")
+pytestmark = pytest.mark.slow  # trains a model in a JAX subprocess
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -48,6 +48,7 @@ def test_tfds_unprepared_is_one_line(tmp_path, monkeypatch):
         load_index("tfds:lab_apparatus")
 
 
+@pytest.mark.slow  # two training subprocesses
 @pytest.mark.parametrize("extra,expect", [
     (["--strategy", "cpu2"], "strategy cpu2: 2 replica(s)"),
     (["--mixed-precision", "mixed_bfloat16"], "run saved"),

@@ -83,6 +83,7 @@ def _cli(*args):
     return [sys.executable, str(ROOT / "cli.py"), *args]
 
 
+@pytest.mark.slow  # trains, kills and resumes a subprocess
 def test_killed_run_resumes(tmp_path, shared_data):
     """Kill a real training process after its first epoch checkpoint, then --resume it."""
     out = tmp_path / "run"
