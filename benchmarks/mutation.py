@@ -5,10 +5,10 @@
 Each mutant changes ONE node of ONE listed function (an AST rewrite, not text search):
 arithmetic (+ <-> -, * <-> /, // -> /), comparison (< <-> <=, > <-> >=, == <-> !=),
 boolean (and <-> or, drop a ``not``), a numeric constant (0 -> 1, n -> n + 1, x -> 2x),
-``max`` <-> ``min`` and ``argmax`` <-> ``argmin``. The mutant is written into a temporary copy
-of the checkout (the working tree is never touched) and the fast test files of that module run
-against it (``pytest -x``). A mutant is *killed* when a test fails, *survives* when all pass
-and *times out* (counted as killed, a hang is noticed) after --timeout seconds.
+``max`` <-> ``min`` and ``argmax`` <-> ``argmin``. The fast tests of that module then run
+against it (``pytest -x`` in a forked child that imports the mutated source; files on disk are
+never changed). A mutant is *killed* when a test fails, *survives* when all pass and *times
+out* (counted as killed: a hang is noticed) after --timeout seconds.
 
 Mutants per function are capped (--per-function, spread evenly over the function) so that the
 whole check stays a few minutes on 2 busy cores. The kill rate and every survivor, with the
@@ -20,10 +20,8 @@ import argparse
 import ast
 import copy
 import os
-import shutil
-import subprocess
+import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,29 +145,50 @@ def mutants(target: str, per_function: int) -> list[Mutant]:
     return out
 
 
-def _copy_checkout(dest: Path) -> None:
-    for name in ("labtf", "exporters", "tests", "datasets", "cli.py", "setup.cfg"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        elif src.exists():
-            shutil.copy2(src, dest / name)
+def _module_name(path: str) -> str:
+    return path[:-3].replace("/", ".")
 
 
-def _pytest(work: Path, tests: tuple[str, ...], timeout: float) -> tuple[str, float]:
-    env = {**os.environ, "PYTHONPATH": str(work), "PYTHONDONTWRITEBYTECODE": "1",
-           "TF_CPP_MIN_LOG_LEVEL": "3"}
+def _pytest_forked(mutant: Mutant | None, tests: tuple[str, ...], timeout: float) -> tuple[str, float]:
+    """Run ``tests`` in a forked child in which the target module is the mutant's source.
+
+    The parent imported numpy/scipy/sklearn/Pillow/pytest once (never labtf), so each child
+    starts in a fraction of a second; the mutated module is installed in ``sys.modules``
+    before pytest imports the test files, so every ``from labtf... import f`` sees the mutant.
+    The checkout on disk is never changed.
+    """
     t = time.perf_counter()
-    try:
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                               "-m", "not slow", *tests], cwd=work, env=env, capture_output=True,
-                              text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return "timeout", time.perf_counter() - t
-    code = {0: "survived", 1: "killed"}.get(proc.returncode, f"error {proc.returncode}")
-    if code.startswith("error"):
-        sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-2000:])
-    return code, time.perf_counter() - t
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 3
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            signal.alarm(int(timeout))
+            if mutant is not None:
+                import importlib.util
+
+                path = TARGETS[mutant.target][0]
+                name = _module_name(path)
+                importlib.import_module(name.rsplit(".", 1)[0])  # the package
+                spec = importlib.util.spec_from_file_location(name, ROOT / path)
+                mod = importlib.util.module_from_spec(spec)
+                sys.modules[name] = mod
+                exec(compile(mutant.source, str(ROOT / path), "exec"), mod.__dict__)
+            import pytest
+
+            code = int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-m", "not slow",
+                                    "--rootdir", str(ROOT), *[str(ROOT / x) for x in tests]]))
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    secs = time.perf_counter() - t
+    if os.WIFSIGNALED(status):
+        return ("timeout" if os.WTERMSIG(status) == signal.SIGALRM else
+                f"error signal {os.WTERMSIG(status)}"), secs
+    rc = os.WEXITSTATUS(status)
+    return {0: "survived", 1: "killed"}.get(rc, f"error {rc}"), secs
 
 
 def main() -> None:
@@ -188,25 +207,26 @@ def main() -> None:
         for m in plan:
             print(m.key)
         return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "tests"))
+    import numpy  # noqa: F401  (imported once, shared by every forked child)
+    import PIL.Image  # noqa: F401
+    import pytest  # noqa: F401
+    import scipy.ndimage  # noqa: F401
+    import scipy.stats  # noqa: F401
+    import sklearn.metrics  # noqa: F401
     t0 = time.time()
-    with tempfile.TemporaryDirectory(prefix="labtf-mutation-") as tmp:
-        work = Path(tmp)
-        _copy_checkout(work)
-        for t in targets:  # the unmutated code must pass, else every mutant looks killed
-            status, secs = _pytest(work, TARGETS[t][2], args.timeout)
-            if status != "survived":
-                raise SystemExit(f"error: the tests of '{t}' fail without any mutant ({status})")
-            print(f"baseline {t}: tests pass ({secs:.0f} s)", flush=True)
-        for i, m in enumerate(plan, 1):
-            path = work / TARGETS[m.target][0]
-            original = path.read_text()
-            try:
-                path.write_text(m.source)
-                m.outcome, m.seconds = _pytest(work, TARGETS[m.target][2], args.timeout)
-            finally:
-                path.write_text(original)
-            print(f"[{i}/{len(plan)}] {m.outcome:8s} {m.key} ({m.seconds:.0f} s; "
-                  f"{i / (time.time() - t0) * 60:.1f} mutants/min)", flush=True)
+    for t in targets:  # the unmutated code must pass, else every mutant looks killed
+        status, secs = _pytest_forked(None, TARGETS[t][2], args.timeout)
+        if status != "survived":
+            raise SystemExit(f"error: the tests of '{t}' fail without any mutant ({status})")
+        print(f"baseline {t}: tests pass ({secs:.1f} s)", flush=True)
+    for i, m in enumerate(plan, 1):
+        m.outcome, m.seconds = _pytest_forked(m, TARGETS[m.target][2], args.timeout)
+        print(f"[{i}/{len(plan)}] {m.outcome:8s} {m.key} ({m.seconds:.1f} s; "
+              f"{i / (time.time() - t0) * 60:.1f} mutants/min)", flush=True)
     report(plan, targets, args, time.time() - t0)
 
 
