@@ -56,4 +56,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from record import run_recorded  # benchmarks/record.py
+
+    run_recorded(main)

@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exporters import FORMATS, export  # noqa: E402
 from exporters.parity import markdown_table, parity_report, reference, write_parity  # noqa: E402
-from labtf.run import Run, write_text  # noqa: E402
+from labtf.run import Run  # noqa: E402
+from record import Recorder  # noqa: E402  (benchmarks/record.py)
 
 
 def available(fmt: str) -> bool:
@@ -41,6 +42,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved TF-Lite timing rounds")
     ap.add_argument("--record", default=None, help="write the Markdown result here")
     args = ap.parse_args()
+    rec = Recorder()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     run = Run.open(args.run)
     out = Path(args.out)
@@ -104,7 +106,6 @@ def main() -> None:
     lines += [f"| {name} | {'yes' if ok else 'NO'} | {got} |" for name, ok, got in checks]
     text = (f"# Export parity: {run.meta.get('backbone')} {run.meta.get('image_size')} px, "
             f"{len(run.classes)} classes, {ref.images.shape[0]} test images\n\n"
-            f"Command: `python benchmarks/export_parity.py {args.run} --out {args.out}`  \n"
             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
             f"no GPU, load average {load[0]:.1f} / {load[1]:.1f} at the end (1 / 5 min; "
             f"{os.cpu_count()}: every core busy); latency = median of {args.runs} batch-1 calls "
@@ -114,7 +115,7 @@ def main() -> None:
             + "".join(f"\nskipped: {s}" for s in skipped) + "\n")
     print(text)
     if args.record:
-        write_text(Path(args.record), text)
+        rec.write(args.record, text)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from record import Recorder  # benchmarks/record.py (this script's folder is on sys.path)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SRC = Path("/usr/share/datasets/fashion-mnist")
@@ -74,6 +76,7 @@ def main() -> None:
     ap.add_argument("--fine-tune-blocks", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
     args = ap.parse_args()
+    rec = Recorder()
 
     from labtf.config import TrainConfig
     from labtf.evaluation import evaluate
@@ -98,7 +101,7 @@ def main() -> None:
     lines += [f"| {name} | {100 * acc:.1f}% |" for name, acc in PUBLISHED]
     text = "\n".join(lines)
     print(text)
-    Path(args.out, "fashion_mnist.md").write_text(text + "\n")
+    rec.write(Path(args.out, "fashion_mnist.md"), text)
     print(json.dumps({"accuracy": m["accuracy"], "n_test": m["n_test"]}))
 
 

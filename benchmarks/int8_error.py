@@ -27,7 +27,8 @@ from exporters.common import load_images, split_samples  # noqa: E402
 from exporters.tflite import ROUNDING, convert, int8_model, saved_model_converter  # noqa: E402
 from labtf.export_model import build_export_model  # noqa: E402
 from labtf.model import GAP, LOGITS  # noqa: E402
-from labtf.run import Run, write_text  # noqa: E402
+from labtf.run import Run  # noqa: E402
+from record import Recorder  # noqa: E402  (benchmarks/record.py)
 
 
 def interpreter(flat: bytes, keep: bool = False):
@@ -86,6 +87,7 @@ def main() -> None:
                     help="int8 weight rounding, as 'labtf export --int8-rounding'")
     ap.add_argument("--record", default=None, help="write the Markdown result here")
     a = ap.parse_args()
+    rec = Recorder()
     run = Run.open(a.run)
     size, mode = int(run.meta["image_size"]), run.meta.get("resize", "crop")
     data = {s: load_images(split_samples(run, s), size, mode) for s in ("train", "val", "test")}
@@ -147,7 +149,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if a.record:
-        write_text(Path(a.record), text)
+        rec.write(a.record, text)
 
 
 if __name__ == "__main__":

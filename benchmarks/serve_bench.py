@@ -28,6 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from record import Recorder  # noqa: E402  (benchmarks/record.py)
+
 
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -117,6 +119,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="Markdown file to write")
     ap.add_argument("--append", action="store_true", help="append to --out instead")
     args = ap.parse_args()
+    rec = Recorder()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from exporters import export
@@ -202,8 +205,7 @@ def main() -> None:
     out = "\n".join(text)
     print(out)
     if args.out:
-        old = Path(args.out).read_text() + "\n" if args.append and Path(args.out).is_file() else ""
-        Path(args.out).write_text(old + out)
+        rec.write(args.out, out, append=args.append)
 
 
 def pred_size(run) -> int:

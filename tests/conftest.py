@@ -10,6 +10,28 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+#: Tools that CI installs (``.ci/run``); under ``CI=true`` a test skipped for lack of one fails.
+CI_REQUIRED = ("chromium", "openclipart")
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI=true, a skip whose reason names chromium or openclipart becomes a failure."""
+    outcome = yield
+    rep = outcome.get_result()
+    if not (rep.skipped and _in_ci()):
+        return
+    reason = str(rep.longrepr[-1] if isinstance(rep.longrepr, tuple) else rep.longrepr)
+    if any(word in reason.lower() for word in CI_REQUIRED):
+        rep.outcome = "failed"
+        rep.longrepr = (f"CI=true but this test would skip: {reason} "
+                        "(.ci/run installs it: apt-get install -y chromium openclipart-png)")
+
+
 COLOURS = {"red_disc": (220, 30, 30), "green_square": (30, 180, 40), "blue_bar": (30, 60, 220)}
 
 

@@ -1,6 +1,7 @@
 """The click CLI: instant help, one-line errors, and a tiny end-to-end run."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,8 +83,11 @@ def test_predict_batch_with_bad_file(trained_run, shared_data, tmp_path):
     assert len(lines) == 2
     for ln in lines:
         parts = ln.split("\t")[1].split("  ")
-        assert len(parts) == 2 and all(p.startswith('"') and '": 0.' in p or '": 1.' in p
-                                       for p in parts)
+        assert len(parts) == 2, ln
+        got = [re.fullmatch(r'"(blue_bar|green_square|red_disc)": ([01]\.\d+)', p) for p in parts]
+        assert all(got), ln
+        probs = [float(m.group(2)) for m in got]
+        assert got[0].group(1) != got[1].group(1) and probs[0] >= probs[1] and sum(probs) <= 1.001
     assert f"error: {bad}" in res.output
 
 

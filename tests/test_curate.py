@@ -181,7 +181,11 @@ def test_cli_collect_curate_split_user_errors(tmp_path):
     r = CliRunner().invoke(main, ["collect", str(tmp_path / "w"), "--provider", "bing"])
     assert r.exit_code == 2 and "unknown provider 'bing'" in r.output
     r = CliRunner().invoke(main, ["curate", str(tmp_path), "--apply", "missing.json"])
+    assert r.exit_code == 2 and "has no images/ folder" in r.output
+    (tmp_path / "images" / "a").mkdir(parents=True)
+    r = CliRunner().invoke(main, ["curate", str(tmp_path), "--apply", "missing.json"])
     assert r.exit_code == 2
+    assert r.output == "error: rejection list missing.json does not exist; export it from a review page\n"
 
 
 def test_embedding_stage_catches_cropped_colour_shifted_copy():

@@ -57,6 +57,14 @@ def test_each_epoch_reshuffles_and_reaugments(samples):
 
 def test_file_broken_after_scan_does_not_crash_epoch(samples, tiny_data):
     s, classes = samples
-    (tiny_data / "red_disc" / "000.jpg").write_bytes(b"broken later")
-    x = np.concatenate([b[0] for b in _arrays(make_dataset(s, classes, 32, 8))])
+    broken = tiny_data / "red_disc" / "000.jpg"
+    broken.write_bytes(b"broken later")
+    batches = _arrays(make_dataset(s, classes, 32, 8))
+    x = np.concatenate([b[0] for b in batches])
+    y = np.concatenate([b[1] for b in batches])
     assert x.shape[0] == 36
+    i = [str(t.path) for t in s].index(str(broken))
+    assert (x[i] == 255).all()  # the broken file is a blank (white) image, its label kept
+    assert y[i].argmax() == classes.index("red_disc")
+    others = np.delete(x, i, axis=0)
+    assert all(img.std() > 10 for img in others)  # every other image is still decoded

@@ -93,13 +93,113 @@ def test_guided_clone_handles_activation_attributes_like_tf_keras_vis():
     np.testing.assert_allclose(ours, theirs, atol=1e-6)
 
 
+def _feats_and_grads(ex, x, classes):
+    """Target-layer activations A and d logit / d A (GradientTape), float64 numpy."""
+    import keras
+    import tensorflow as tf
+
+    sub = keras.Model(ex.logits_model.inputs,
+                      [ex.logits_model.get_layer(ex.layer).output, ex.logits_model.output])
+    with tf.GradientTape() as tape:
+        feats, logits = sub(tf.convert_to_tensor(x), training=False)
+        score = tf.gather(logits, classes, axis=1, batch_dims=1)
+    return feats.numpy().astype(np.float64), tape.gradient(score, feats).numpy().astype(np.float64)
+
+
+def _upsample_norm(cam, size):
+    """Bilinear (scipy zoom, order 1) to the input side, then per-image min-max."""
+    from scipy.ndimage import zoom
+
+    from labtf.explain.core import _norm
+
+    cam = np.stack([zoom(c, (size / c.shape[0], size / c.shape[1]), order=1) for c in cam])
+    return _norm(cam)
+
+
+def _input_grads(model, x, classes):
+    import tensorflow as tf
+
+    xt = tf.convert_to_tensor(x, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        score = tf.gather(model(xt, training=False), classes, axis=1, batch_dims=1)
+    return tape.gradient(score, xt).numpy()
+
+
+def _reference_map(ex, method, x, classes):
+    """Each method's formula from the papers, written out with a GradientTape (None: no reference)."""
+    from labtf.explain.core import FASTER_SCORECAM_N, SMOOTHGRAD_NOISE, SMOOTHGRAD_SAMPLES, _norm
+
+    size = x.shape[1]
+    if method in ("gradcam", "gradcam++", "layercam"):
+        a, g = _feats_and_grads(ex, x, classes)
+        if method == "gradcam":  # Selvaraju et al.: alpha_k = mean of the gradient
+            w = g.mean(axis=(1, 2), keepdims=True)
+            cam = (w * a).sum(-1)
+        elif method == "layercam":  # Jiang et al.: ReLU(gradient) weighs every location
+            cam = (np.maximum(g, 0) * a).sum(-1)
+        else:  # Chattopadhay et al. eq. 19 with exp(S) (it cancels in alpha)
+            g2, g3 = g ** 2, g ** 3
+            den = 2 * g2 + a.sum(axis=(1, 2), keepdims=True) * g3
+            alpha = g2 / np.where(den != 0, den, 1.0)
+            tot = alpha.sum(axis=(1, 2), keepdims=True)
+            alpha = alpha / np.where(tot != 0, tot, 1.0)
+            w = (alpha * np.maximum(g, 0)).sum(axis=(1, 2), keepdims=True)
+            cam = (w * a).sum(-1)
+        return _upsample_norm(np.maximum(cam, 0), size)
+    if method == "saliency":  # Simonyan et al.: max over channels of |d logit / d x|
+        return _norm(np.abs(_input_grads(ex.logits_model, x, classes)).max(-1))
+    if method == "smoothgrad":  # Smilkov et al.: mean |grad| over noisy copies (same draws)
+        sigma = SMOOTHGRAD_NOISE * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))
+        noise = np.random.normal(0.0, 1.0, (SMOOTHGRAD_SAMPLES,) + x.shape)
+        total = 0
+        for k in range(SMOOTHGRAD_SAMPLES):
+            noisy = x + noise[k] * sigma[:, None, None, None]
+            total = total + np.abs(_input_grads(ex.logits_model, noisy, classes))
+        return _norm((total / SMOOTHGRAD_SAMPLES).max(-1))
+    if method == "faster-scorecam":  # Wang et al. Score-CAM on the top-variance channels
+        from scipy.ndimage import zoom
+
+        a, _ = _feats_and_grads(ex, x, classes)
+        keep = []
+        for img in a:  # the union of each image's top-N channels by spatial std
+            for k in np.argsort(-img.std(axis=(0, 1)), kind="stable")[:FASTER_SCORECAM_N]:
+                if k not in keep:
+                    keep.append(k)
+        a = a[..., keep]
+        weights = np.zeros(a.shape[::3])
+        for i in range(len(x)):
+            up = zoom(a[i], (size / a.shape[1], size / a.shape[2], 1), order=1, mode="nearest")
+            lo, hi = up.min(axis=(0, 1)), up.max(axis=(0, 1))
+            masks = np.moveaxis((up - lo) / (hi - lo + 1e-7), -1, 0)
+            logits = np.asarray(ex.logits_model(x[i] * masks[..., None], training=False), np.float64)
+            probs = np.exp(logits - logits.max(1, keepdims=True))
+            weights[i] = (probs / probs.sum(1, keepdims=True))[:, classes[i]]
+        cam = np.einsum("nhwk,nk->nhw", a, weights)
+        return _upsample_norm(np.maximum(cam, 0), size)
+    if method == "guided":  # Springenberg et al.: max |guided gradient| over channels
+        return _norm(np.abs(_input_grads(ex.guided_logits_model, x, classes)).max(-1))
+    return None
+
+
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++", "faster-scorecam", "layercam",
                                     "saliency", "smoothgrad", "guided", "guided-gradcam"])
-def test_every_method_gives_normalised_maps(explainer, batch, method):
-    res = explainer.maps(method, batch[:2], [0, 1])
+def test_every_method_gives_normalised_maps_equal_to_a_reference(explainer, batch, method):
+    x, classes = batch[:2], [0, 1]
+    np.random.seed(7)  # SmoothGrad's noise comes from numpy's global generator
+    res = explainer.maps(method, x, classes)
     assert res.maps.shape == (2, 64, 64) and res.maps.dtype == np.float32
-    assert np.isfinite(res.maps).all() and res.maps.min() >= 0 and res.maps.max() <= 1
-    assert res.maps.reshape(2, -1).max(axis=1).min() == pytest.approx(1.0)
+    assert np.isfinite(res.maps).all()
+    flat = res.maps.reshape(2, -1)
+    # normalised and not constant: every map spans exactly 0..1 with many distinct values
+    np.testing.assert_allclose(flat.min(axis=1), 0.0, atol=1e-7)
+    np.testing.assert_allclose(flat.max(axis=1), 1.0, atol=1e-6)
+    assert min(len(np.unique(m.round(4))) for m in flat) > 20
+    assert np.abs(res.maps[0] - res.maps[1]).mean() > 0.02  # two images, two different maps
+    np.random.seed(7)
+    ref = _reference_map(explainer, method, x, classes)
+    if ref is not None:
+        np.testing.assert_allclose(res.maps, ref, atol=2e-3)
 
 
 def test_guided_gradcam_is_guided_times_cam(explainer, batch):

@@ -62,6 +62,79 @@ def test_auc_and_curve_endpoints():
     assert auc(np.linspace(0, 1, 5)) == pytest.approx(0.5)
 
 
+def test_spearman_identical_reversed_and_unrelated_maps():
+    from scipy.stats import rankdata
+
+    from labtf.explain.faithfulness import spearman
+
+    rng = np.random.default_rng(4)
+    a = rng.random((16, 16))
+    assert spearman(a, a) == pytest.approx(1.0)
+    assert spearman(a, a ** 3 + 5) == pytest.approx(1.0)  # monotone: same ranks
+    assert spearman(a, -a) == pytest.approx(-1.0)  # reversed ranks
+    assert spearman(a, 1 - a ** 2) == pytest.approx(-1.0)
+    b = rng.random((16, 16))
+    ra, rb = rankdata(a.ravel()), rankdata(b.ravel())
+    want = np.corrcoef(ra, rb)[0, 1]  # Pearson r of the ranks, written out
+    assert spearman(a, b) == pytest.approx(want, abs=1e-12) and abs(want) < 0.2
+    c = a.copy()
+    c.ravel()[:40] = a.ravel()[40:80]  # a partly shuffled copy: in between
+    assert 0.3 < spearman(a, c) < 0.95
+    assert spearman(a, np.zeros_like(a)) == 0.0 and spearman(np.ones(4), a[0, :4]) == 0.0
+
+
+def test_spearman_of_a_different_models_maps_is_low(trained_run):
+    """Maps of the run vs an untrained model of the same shape: rho well below 0.5."""
+    import keras
+
+    from labtf.backbones import get_backbone
+    from labtf.explain.core import Explainer
+    from labtf.explain.label_randomization import label_randomization_test
+    from labtf.manifest import read_manifest
+    from labtf.model import build_classifier
+
+    ex = Explainer.from_run(trained_run)
+    paths = [s.path for s in read_manifest(trained_run.file("split.csv"), validate=False).samples
+             if s.split == "test"][:3]
+    x = np.stack([ex.load(p) for p in paths]).astype(np.float32)
+    targets = [int(i) for i in ex.predict(x).argmax(1)]
+    keras.utils.set_random_seed(123)
+    other = Explainer(build_classifier(get_backbone("efficientnet_lite0"), 3, 64, weights=None),
+                      ex.classes, ex.layer, 64)
+    original = {m: list(ex.maps(m, x, targets).maps) for m in ("gradcam", "saliency")}
+    rho = label_randomization_test(other, x, targets, original)
+    assert rho["gradcam"] < 0.5 and rho["saliency"] < 0.5, rho
+    assert label_randomization_test(ex, x, targets, original) == pytest.approx(
+        {"gradcam": 1.0, "saliency": 1.0})
+
+
+def test_deletion_insertion_curves_by_hand():
+    """A model whose class-0 probability is the mean red value / 255: the curves follow directly."""
+    from scipy.ndimage import gaussian_filter
+
+    from labtf.explain.faithfulness import deletion_insertion
+
+    def predict(x):
+        p = x[..., 0].mean(axis=(1, 2)) / 255.0
+        return np.stack([p, 1 - p], axis=1)
+
+    img = np.zeros((4, 4, 3), np.float32)
+    img[..., 0] = np.arange(16, dtype=np.float32).reshape(4, 4) * 16  # red 0..240
+    sal = np.arange(16, dtype=np.float32)[::-1].reshape(4, 4)  # pixel 0 most salient
+    fill = np.array([40.0, 0.0, 0.0], np.float32)
+    d, i = deletion_insertion(predict, img, sal, 0, steps=4, blur_sigma=1.0, fill=fill)
+    red = img[..., 0].ravel()
+    blur = gaussian_filter(img, sigma=(1.0, 1.0, 0))[..., 0].ravel()
+    want_d = [(40.0 * k + red[k:].sum()) / 16 / 255 for k in (0, 4, 8, 12, 16)]
+    want_i = [(red[:k].sum() + blur[k:].sum()) / 16 / 255 for k in (0, 4, 8, 12, 16)]
+    np.testing.assert_allclose(d, want_d, rtol=1e-5)
+    np.testing.assert_allclose(i, want_i, rtol=1e-5)
+    d1, _ = deletion_insertion(predict, img, sal, 1, steps=4, blur_sigma=1.0, fill=fill)
+    np.testing.assert_allclose(d1, 1 - np.array(want_d), rtol=1e-5)  # the target's column
+    d2, _ = deletion_insertion(predict, img, -sal, 0, steps=2, blur_sigma=1.0)  # reversed order
+    np.testing.assert_allclose(d2, [red.sum() / 16 / 255, red[:8].sum() / 16 / 255, 0], atol=1e-7)
+
+
 def test_pointing_game_tolerance_is_15_px():
     from labtf.explain.faithfulness import mask_scores
 
@@ -98,6 +171,9 @@ def test_randomization_restores_weights_and_flags_guided_backprop(trained_run):
         np.testing.assert_array_equal(a, b)
     # Adebayo et al.: guided backprop barely notices a re-drawn class layer
     assert curves["guided"][0][1] > 0.9, curves["guided"][:3]
+    # ... while Grad-CAM of a model re-drawn down to the stem shares little with the original
+    assert all(-1 <= r <= 1 for c in curves.values() for _, r in c)
+    assert curves["gradcam"][-1][1] < 0.5, curves["gradcam"]
 
 
 def test_cli_explain_eval_with_masks(trained_run, tmp_path):
@@ -162,6 +238,7 @@ def test_label_randomization_identical_twin_scores_one(trained_run):
     assert rho["saliency"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow  # trains the shuffled-label twin
 def test_cli_explain_eval_label_randomization(trained_run, tmp_path):
     twin = tmp_path / "twin"
     args = ["explain-eval", str(trained_run.path), "--methods", "gradcam,guided", "--limit", "3",

@@ -18,9 +18,20 @@ def test_any_mode_becomes_rgb(tmp_path, mode, suffix):
     base = Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8))
     img = base.convert(mode) if mode != "I;16" else Image.fromarray(
         (rng.random((30, 40)) * 60000).astype(np.uint16))
-    arr = load_rgb(_save(img, tmp_path / f"x{suffix}"))
+    path = _save(img, tmp_path / f"x{suffix}")
+    arr = load_rgb(path)
     assert arr.shape == (30, 40, 3) and arr.dtype == np.uint8
     assert arr.std() > 0
+    with Image.open(path) as again:
+        if mode == "I;16":  # 16-bit grey is stretched min..max to 0..255 (Pillow would clip)
+            a = np.asarray(again, np.float64)
+            grey = ((a - a.min()) / (a.max() - a.min()) * 255).astype(np.uint8)
+            want = np.repeat(grey[..., None], 3, axis=-1)
+        else:  # opaque images: exactly Pillow's own RGB conversion of the decoded file
+            want = np.asarray(again.convert("RGB"))
+    np.testing.assert_array_equal(arr, want)
+    if suffix in (".png", ".bmp", ".gif") and mode in ("RGB", "RGBA"):
+        np.testing.assert_array_equal(arr, np.asarray(base))  # lossless: the very pixels
 
 
 def test_transparent_becomes_white(tmp_path):

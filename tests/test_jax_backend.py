@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("jax")
+pytestmark = pytest.mark.slow  # trains a model in a JAX subprocess
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -25,6 +26,23 @@ def test_train_on_jax_and_load_on_tensorflow(shared_data, tmp_path):
     # the saved model is backend-neutral: TensorFlow (this process) loads and runs it
     from labtf.predict import KerasPredictor
 
+    from labtf.images import load_rgb, to_square
+
     pred = KerasPredictor(out)
-    probs = pred.predict_batch(np.full((2, 64, 64, 3), 128, np.float32))
-    assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    files = [sorted((shared_data / c).glob("*.png"))[0] for c in sorted(os.listdir(shared_data))]
+    x = np.stack([to_square(load_rgb(f), 64, "crop") for f in files]).astype(np.float32)
+    probs = pred.predict_batch(x)
+    assert probs.shape == (3, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    # ... and gives the same numbers as the JAX backend that trained it
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys, numpy as np, keras\n"
+            "import labtf.model  # registers the custom layers\n"
+            "m = keras.saving.load_model(sys.argv[1], compile=False)\n"
+            "np.save(sys.argv[3], np.asarray(m(np.load(sys.argv[2]), training=False)))\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(out / "model.keras"),
+                           str(tmp_path / "x.npy"), str(tmp_path / "jax.npy")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jax_probs = np.load(tmp_path / "jax.npy")
+    np.testing.assert_allclose(probs, jax_probs, atol=1e-4)
+    assert np.abs(probs - probs[:, ::-1]).max() > 1e-3  # the comparison can tell classes apart

@@ -1,0 +1,51 @@
+"""labtf.curate.phash building blocks: hashes, packing, Hamming distances, union-find groups."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from labtf.curate.phash import dhash_bits, group_pairs, hamming_matrix, pack64, phash_bits
+
+
+def _ramp(width: int = 90, height: int = 80, rising: bool = True) -> Image.Image:
+    row = np.linspace(0, 255, width) if rising else np.linspace(255, 0, width)
+    return Image.fromarray(np.tile(row, (height, 1)).astype(np.uint8), "L")
+
+
+def test_dhash_of_ramps_and_phash_invariances():
+    assert dhash_bits(_ramp()).all() and len(dhash_bits(_ramp())) == 64
+    assert not dhash_bits(_ramp(rising=False)).any()
+    assert len(dhash_bits(_ramp(), hash_size=4)) == 16
+    rng = np.random.default_rng(1)
+    img = Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).resize((256, 256))
+    bits = phash_bits(img)
+    assert bits.dtype == bool and bits.shape == (64,)
+    assert 20 <= bits.sum() <= 44  # about half above the median
+    darker = Image.fromarray((np.asarray(img) * 0.8).astype(np.uint8))
+    assert (phash_bits(darker) != bits).sum() <= 2  # brightness barely moves it
+    other = Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).resize((256, 256))
+    assert (phash_bits(other) != bits).sum() >= 16
+    assert (phash_bits(_ramp()) != phash_bits(_ramp(rising=False))).sum() >= 1
+
+
+def test_pack64_and_hamming_matrix_by_hand():
+    bits = np.zeros(64, bool)
+    bits[-1] = True
+    assert pack64(bits) == np.uint64(1)  # first bit is the most significant
+    bits[0] = True
+    assert pack64(bits) == np.uint64(2 ** 63 + 1)
+    assert pack64(np.ones(64, bool)) == np.uint64(2 ** 64 - 1)
+    a = np.array([0, 1, 0b1011, 2 ** 64 - 1], np.uint64)
+    b = np.array([0, 2 ** 63], np.uint64)
+    got = hamming_matrix(a, b)
+    assert got.shape == (4, 2) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, [[0, 1], [1, 2], [3, 4], [64, 63]])
+
+
+def test_group_pairs_joins_chains_and_leaves_singletons():
+    g = group_pairs(7, [(5, 6, 0.9), (0, 3), (3, 4), (6, 5)])
+    assert g.members == [[0, 3, 4], [5, 6]]
+    assert g.of == [0, -1, -1, 0, 0, 1, 1]
+    chain = group_pairs(6, [(0, 1), (2, 3), (4, 5), (1, 2), (3, 4)])
+    assert chain.members == [[0, 1, 2, 3, 4, 5]] and chain.of == [0] * 6
+    assert group_pairs(3, []).members == [] and group_pairs(3, []).of == [-1, -1, -1]
