@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results" / "scenes.md"
 TOLERANCE = 15
 
@@ -69,19 +69,6 @@ RECIPES: dict[str, dict] = {
     "lpft_lite2": {"resize": "crop", "epochs": 30, "fine_tune_epochs": 10, "early_stopping_patience": 5,
                    "cache_views": 8, "backbone": "efficientnet_lite2"},
 }
-
-
-def machine() -> str:
-    """CPU model, cores and the 1-minute load average now."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
 
 
 CACHE_KEY = ("backbone", "fine_tune_blocks", "augment_preset", "cache_views", "image_size",
@@ -312,9 +299,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/scenes"))
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
+    from record import Recorder
+
+    rec = Recorder()
     results: dict[str, list[dict]] = {}
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    load0 = machine()
     for recipe in args.recipes:
         for seed in args.seeds:
             out = args.out / f"{recipe}-s{seed}"
@@ -335,12 +323,7 @@ def main() -> None:
     md = table(results)
     print(md)
     if not args.no_record:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        head = (f"\n## Run of {started} (recorded by benchmarks/scenes.py)\n\n"
-                f"- command: `python benchmarks/scenes.py {' '.join(sys.argv[1:])}`\n"
-                f"- machine at start: {load0}; at end: {machine()}\n\n")
-        with open(RESULTS, "a") as fh:
-            fh.write(head + md + "\n")
+        rec.write(RESULTS, md, append=True)
 
 
 if __name__ == "__main__":
