@@ -67,7 +67,11 @@ def main(verbose: bool) -> None:
 @click.option("--mixed-precision", default="float32", show_default=True,
               help="float32, mixed_float16 (GPU) or mixed_bfloat16.")
 @click.option("--strategy", default="default", show_default=True,
-              help="default, mirrored (all GPUs) or cpu2 (two logical CPUs, for testing).")
+              help="default, mirrored (all GPUs), cpu2 (two logical CPUs, for testing) or "
+                   "multiworker (one process per machine; see --cluster).")
+@click.option("--cluster", default=None, metavar="HOST:PORT,...",
+              help="multiworker: every worker's address, the chief's first [TF_CONFIG].")
+@click.option("--worker-index", type=int, default=None, help="multiworker: this worker's place in --cluster.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--test-fraction", default=0.18, show_default=True)
 @click.option("--val-fraction", default=0.1, show_default=True)
@@ -79,12 +83,19 @@ def main(verbose: bool) -> None:
 @click.option("--resume", is_flag=True, help="Continue a killed run in --out.")
 @click.option("--out", default="runs/latest", show_default=True, help="Run folder (must be new).")
 @user_errors
-def train(data, out, resume, no_augment, **opts):
+def train(data, out, resume, no_augment, cluster, worker_index, **opts):
     """Fine-tune a backbone on DATA (class folders, CSV manifest or tfds:NAME)."""
     from labtf.config import TrainConfig
+    from labtf.distribute import set_cluster
     from labtf.training import train as do_train
 
     config = TrainConfig(data=data, augment=not no_augment, **opts)
+    if (cluster or worker_index is not None) and config.strategy != "multiworker":
+        raise LabtfError("--cluster and --worker-index are for --strategy multiworker")
+    if (cluster is None) != (worker_index is None):
+        raise LabtfError("pass --cluster and --worker-index together")
+    if cluster:
+        set_cluster(cluster, worker_index)
     run = do_train(config, out, resume=resume)
     click.echo(f"run saved: {run.path}")
 

@@ -104,6 +104,10 @@ def _load_best(model: keras.Model, run: Path) -> None:
 def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: int = 2) -> Run:
     """Train a classifier and save a complete run folder.
 
+    With ``strategy="multiworker"`` every worker of the cluster in ``TF_CONFIG``
+    calls this; only the chief (worker 0) writes ``out``, the others train the
+    same steps into a scratch folder that is removed at the end.
+
     Args:
         config: the training config (validated).
         out: run folder (created; must be new unless ``resume``).
@@ -111,20 +115,59 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
         verbose: Keras fit verbosity (2: one line per epoch).
 
     Returns:
-        The finished :class:`~labtf.run.Run`.
+        The finished :class:`~labtf.run.Run` (the chief's folder).
 
     Raises:
         LabtfError: bad data, an existing run folder, unobtainable weights.
     """
+    from labtf.distribute import worker
+
+    out, me = Path(out), worker(config.strategy)
+    if me.chief:
+        return _train(config, out, resume, verbose)
+    scratch = _worker_folder(out, me.index, resume)
+    try:
+        _train(config, scratch, resume, verbose)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    log.info("worker %d done; the chief (worker 0) wrote the run to %s", me.index, out)
+    return Run(out)
+
+
+def _worker_folder(out: Path, index: int, resume: bool) -> Path:
+    """A non-chief worker's scratch run folder, fresh; on ``resume`` a copy of the chief's.
+
+    Every worker restores the chief's checkpoint, so ``out`` must be the same
+    folder for all of them (one machine, or a shared file system).
+
+    Raises:
+        LabtfError: ``resume`` and the chief's run folder is not visible here.
+    """
+    import hashlib
+    import tempfile
+
+    key = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:12]
+    scratch = Path(tempfile.gettempdir()) / f"labtf-worker{index}-{key}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    if resume:
+        if not (out / "config.json").is_file():
+            raise LabtfError(f"worker {index}: --resume restores the chief's checkpoint from {out}, "
+                             "which is not here; put --out on a file system all workers share")
+        shutil.copytree(out, scratch, ignore=shutil.ignore_patterns(".*.tmp", "*.png", Run.MODEL))
+    return scratch
+
+
+def _train(config: TrainConfig, out: Path, resume: bool, verbose: int) -> Run:
+    """:func:`train` in one process, writing ``out``."""
     from labtf.data import AugmentConfig, make_dataset
-    from labtf.distribute import strategy_scope
+    from labtf.distribute import fit_multiworker, shard_by_data, strategy_scope
     from labtf.model import build_classifier, cam_layer_name, freeze_backbone, set_precision
     from labtf.model import unfreeze_top
     from labtf.plots import plot_history
     from labtf.sources import load_index
 
-    out = Path(out)
     config = resolve_config(config, out, resume)
+    scope, replicas = strategy_scope(config.strategy)  # multiworker: before any TensorFlow op
     spec = get_backbone(config.backbone)
     size = config.input_size
     t0 = time.time()
@@ -139,13 +182,14 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
              len(val_s), len(index.subset("test")), len(index.classes), len(index.skipped))
     keras.utils.set_random_seed(config.seed)
     set_precision(config.mixed_precision)
-    scope, replicas = strategy_scope(config.strategy)
     batch = config.batch_size * replicas
     aug = AugmentConfig() if config.augment else None
     train_ds = make_dataset(train_s, index.classes, size, batch, training=True, seed=config.seed,
                             augment_cfg=aug, cache=config.cache, resize=config.resize)
     val_ds = make_dataset(val_s, index.classes, size, batch, cache=config.cache,
                           resize=config.resize) if val_s else None
+    if config.strategy == "multiworker":
+        train_ds, val_ds = shard_by_data(train_ds), val_ds and shard_by_data(val_ds)
     monitor = "val_loss" if val_ds is not None else "loss"
     weights = class_weights(index) if config.class_weights else None
     with scope():
@@ -169,6 +213,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
             unfreeze_top(model, spec, config.fine_tune_blocks)
         with scope():
             _compile(model, lr, config.label_smoothing)
+        if config.strategy == "multiworker":
+            fit_multiworker(model)
         log.info("stage %d: %d epoch(s) at lr %g", stage, epochs, lr)
         callbacks = _callbacks(out, stage, monitor, config.early_stopping_patience, state["best"])
         t_stage = time.time()
