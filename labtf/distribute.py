@@ -87,6 +87,29 @@ def worker(name: str) -> Worker:
     return Worker(index, len(workers))
 
 
+@contextlib.contextmanager
+def lost_worker_errors(me: Worker):
+    """Turn TensorFlow's abort when a peer worker dies into one LabtfError line.
+
+    Raises:
+        LabtfError: a collective op was aborted because a worker stopped.
+    """
+    if me.count == 1:
+        yield
+        return
+    import tensorflow as tf
+
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.AbortedError,
+            tf.errors.DeadlineExceededError) as exc:
+        lost = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:(\d+)\s*$", str(exc), re.M)))
+        who = f"worker {', '.join(lost)} stopped" if lost else \
+            f"a worker stopped or cannot be reached ({str(exc).splitlines()[0][:160]})"
+        raise LabtfError(f"worker {me.index}: {who}; the job cannot go on without it. Restart "
+                         "every worker with the same command plus --resume") from None
+
+
 def strategy_scope(name: str):
     """Return ``(scope, replicas)`` for the named strategy.
 

@@ -120,18 +120,29 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
     Raises:
         LabtfError: bad data, an existing run folder, unobtainable weights.
     """
-    from labtf.distribute import worker
+    from labtf.distribute import lost_worker_errors, worker
 
     out, me = Path(out), worker(config.strategy)
     if me.chief:
-        return _train(config, out, resume, verbose)
+        with lost_worker_errors(me):
+            return _train(config, out, resume, verbose)
     scratch = _worker_folder(out, me.index, resume)
     try:
-        _train(config, scratch, resume, verbose)
+        with lost_worker_errors(me):
+            _train(config, scratch, resume, verbose)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     log.info("worker %d done; the chief (worker 0) wrote the run to %s", me.index, out)
     return Run(out)
+
+
+def scratch_folder(out: Path, index: int) -> Path:
+    """Where non-chief worker ``index`` of the job writing ``out`` trains (in the temp folder)."""
+    import hashlib
+    import tempfile
+
+    key = hashlib.sha1(str(Path(out).resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"labtf-worker{index}-{key}"
 
 
 def _worker_folder(out: Path, index: int, resume: bool) -> Path:
@@ -143,11 +154,7 @@ def _worker_folder(out: Path, index: int, resume: bool) -> Path:
     Raises:
         LabtfError: ``resume`` and the chief's run folder is not visible here.
     """
-    import hashlib
-    import tempfile
-
-    key = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:12]
-    scratch = Path(tempfile.gettempdir()) / f"labtf-worker{index}-{key}"
+    scratch = scratch_folder(out, index)
     shutil.rmtree(scratch, ignore_errors=True)
     if resume:
         if not (out / "config.json").is_file():
