@@ -7,7 +7,9 @@ compiled with labtf's own settings (``labtf.training._compile``: Adam,
 label-smoothed cross-entropy, accuracy) under the ``mixed_bfloat16`` policy,
 every layer trainable (as in the reference figures), and timed with Keras' own
 jitted steps (``train_on_batch`` / ``predict_on_batch``) on one random batch
-that stays on the device, after warm-up steps that compile them.
+that stays on the device, after warm-up steps that compile them (use at least
+2: Keras' JAX trainer compiles its train step again on the second call).
+``keras.utils.set_random_seed`` is not called: it imports TensorFlow when present.
 
 Reference (one H200, batch 128, 224 px, bf16, train img/s): EfficientNet-Lite0
 bare Keras 3 on JAX 5,847, PyTorch/timm eager 4,802; ResNet-50 4,371 / 4,298.
@@ -35,14 +37,12 @@ BACKBONES = ("efficientnet_lite0", "mobilenet_v2_tv", "resnet50")
 def measure(name: str, batch: int, size: int, steps: int, warmup: int, classes: int = 15) -> dict:
     """Train and inference img/s of labtf's classifier with backbone ``name``."""
     import jax
-    import keras
     import numpy as np
 
     from labtf.backbones import get_backbone
     from labtf.model import build_classifier
     from labtf.training import _compile
 
-    keras.utils.set_random_seed(0)
     model = build_classifier(get_backbone(name), classes, size, weights=None)
     _compile(model, 1e-4, 0.1)
     rng = np.random.default_rng(0)

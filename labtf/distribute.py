@@ -146,6 +146,7 @@ def strategy_scope(name: str):
     elif name == "multiworker":
         me = worker(name)
         log.info("worker %d of %d: waiting for the cluster", me.index, me.count)
+        _patient_heartbeats(tf)
         try:
             strategy = tf.distribute.MultiWorkerMirroredStrategy()
         except (RuntimeError, ValueError) as exc:
@@ -155,6 +156,34 @@ def strategy_scope(name: str):
         strategy = tf.distribute.MirroredStrategy()
     log.info("strategy %s: %d replica(s)", name, strategy.num_replicas_in_sync)
     return strategy.scope, strategy.num_replicas_in_sync
+
+
+#: Seconds without a heartbeat before a worker counts as dead. TensorFlow's default
+#: (10 s) declared a live worker dead on a loaded 2-core machine while it compiled.
+HEARTBEAT_TIMEOUT_S = 120
+
+
+def _patient_heartbeats(tf) -> None:
+    """Configure TensorFlow's coordination service as the strategy would, with a longer timeout.
+
+    Uses TensorFlow internals (there is no public option); if they moved, the
+    strategy configures its defaults and this logs why at debug level.
+    """
+    try:
+        from tensorflow.core.protobuf import coordination_config_pb2
+        from tensorflow.python.distribute import multi_worker_util
+        from tensorflow.python.eager import context
+
+        if context.context().coordination_service is not None:
+            return
+        spec = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
+        jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+                for job in ("chief", "worker") if job in spec.jobs]
+        context.context().configure_coordination_service(
+            service_type="standalone", service_leader=multi_worker_util.coordination_leader(spec),
+            coordinated_jobs=jobs, heartbeat_timeout_in_ms=HEARTBEAT_TIMEOUT_S * 1000)
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        log.debug("coordination service left at TensorFlow's defaults: %s", exc)
 
 
 def shard_by_data(dataset):

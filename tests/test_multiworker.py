@@ -21,11 +21,8 @@ from labtf.training import scratch_folder
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 900  # seconds for a whole job: two processes share two loaded cores
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not hasattr(os, "killpg") or sys.platform == "win32",
-                       reason="needs POSIX process groups and signals to run and kill workers"),
-]
+spawns = pytest.mark.skipif(not hasattr(os, "killpg") or sys.platform == "win32",
+                            reason="needs POSIX process groups and signals to run and kill workers")
 
 
 def _free_ports(n: int) -> list[int]:
@@ -90,6 +87,50 @@ def _history(out: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def test_cluster_option_errors(monkeypatch):
+    from labtf.distribute import Worker, set_cluster, worker
+    from labtf.errors import LabtfError
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(LabtfError, match="needs the cluster: pass --cluster"):
+        worker("multiworker")
+    assert worker("default") == Worker(0, 1)
+    for bad, match in [("10.0.0.1", "not host:port"), ("a:1,a:99999", "not host:port"),
+                       ("a:1,a:1", "appears twice")]:
+        with pytest.raises(LabtfError, match=match):
+            set_cluster(bad, 0)
+    with pytest.raises(LabtfError, match=r"--worker-index 2 is outside .* use 0..1"):
+        set_cluster("h1:1,h2:2", 2)
+    tf_config = set_cluster("h1:1,[::1]:2", 1)
+    assert tf_config["cluster"]["worker"] == ["h1:1", "[::1]:2"]
+    assert json.loads(os.environ["TF_CONFIG"]) == tf_config
+    assert worker("multiworker") == Worker(1, 2) and not worker("multiworker").chief
+    # a TF_CONFIG with a separate chief task: the chief is worker 0
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["c:1"], "worker": ["w:1"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    assert worker("multiworker") == Worker(1, 2)
+
+
+def test_cli_refuses_cluster_without_multiworker_and_on_jax(shared_data, tmp_path):
+    base = [sys.executable, str(ROOT / "cli.py"), "train", str(shared_data), "--out",
+            str(tmp_path / "run")]
+    res = subprocess.run(base + ["--cluster", "127.0.0.1:1,127.0.0.1:2", "--worker-index", "0"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and res.stderr.strip().splitlines()[-1] == \
+        "error: --cluster and --worker-index are for --strategy multiworker"
+    pytest.importorskip("jax")
+    res = subprocess.run(base + ["--strategy", "multiworker", "--cluster", "127.0.0.1:1,127.0.0.1:2",
+                                 "--worker-index", "0", "--weights", "none"],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.strip().splitlines()[-1].startswith(
+        "error: strategy multiworker is TensorFlow-only; run it with KERAS_BACKEND=tensorflow")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@spawns
 def test_two_workers_train_to_the_end(shared_data, tmp_path):
     out = tmp_path / "run"
     _finish(_start(_args(shared_data, tmp_path, out, 2, 1), tmp_path, "run"), tmp_path, "run")
@@ -110,6 +151,8 @@ def test_two_workers_train_to_the_end(shared_data, tmp_path):
     assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
 
 
+@pytest.mark.slow
+@spawns
 def test_killed_worker_resumes_the_whole_job(shared_data, tmp_path):
     """SIGKILL worker 1 mid-epoch, restart both with --resume: the job ends with every epoch once."""
     out, epochs = tmp_path / "run", 4
