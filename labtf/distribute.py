@@ -199,7 +199,6 @@ def shard_by_data(dataset):
     return dataset.with_options(options)
 
 
-
 def fit_multiworker(model: keras.Model) -> None:
     """Let ``model.fit`` run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
 
