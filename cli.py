@@ -99,7 +99,12 @@ def _train_default(name: str):
 @click.option("--mixed-precision", default=_train_default("mixed_precision"), show_default=True,
               help="float32, mixed_float16 (GPU) or mixed_bfloat16.")
 @click.option("--strategy", default=_train_default("strategy"), show_default=True,
-              help="default, mirrored (all GPUs) or cpu2 (two logical CPUs, for testing).")
+              help="default, mirrored (all GPUs), cpu2 (two logical CPUs, for testing) or "
+                   "multiworker (one process per machine; see --cluster).")
+@click.option("--cluster", default=None, metavar="HOST:PORT,...",
+              help="multiworker: every worker's address, the chief's first [TF_CONFIG].")
+@click.option("--worker-index", type=int, default=None,
+              help="multiworker: this worker's place in --cluster.")
 @click.option("--seed", default=_train_default("seed"), show_default=True)
 @click.option("--test-fraction", default=_train_default("test_fraction"), show_default=True)
 @click.option("--val-fraction", default=_train_default("val_fraction"), show_default=True)
@@ -112,16 +117,23 @@ def _train_default(name: str):
 @click.option("--resume", is_flag=True, help="Continue a killed run in --out.")
 @click.option("--out", default="runs/latest", show_default=True, help="Run folder (must be new).")
 @user_errors
-def train(data, out, resume, no_augment, **opts):
+def train(data, out, resume, no_augment, cluster, worker_index, **opts):
     """Fine-tune a backbone on DATA (class folders, CSV manifest or tfds:NAME)."""
     from labtf.config import TrainConfig
+    from labtf.distribute import set_cluster
     from labtf.training import is_finished
     from labtf.training import train as do_train
 
     config = TrainConfig(data=data, augment=not no_augment, **opts)
+    if (cluster or worker_index is not None) and config.strategy != "multiworker":
+        raise LabtfError("--cluster and --worker-index are for --strategy multiworker")
+    if (cluster is None) != (worker_index is None):
+        raise LabtfError("pass --cluster and --worker-index together")
     if resume and is_finished(Path(out)):
         click.echo(f"run {out} is already finished; nothing changed (train again with a new --out)")
         return
+    if cluster:
+        set_cluster(cluster, worker_index)
     run = do_train(config, out, resume=resume)
     click.echo(f"run saved: {run.path}")
 

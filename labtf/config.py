@@ -8,7 +8,7 @@ from typing import Any
 from labtf.errors import LabtfError
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-STRATEGIES = ("default", "mirrored", "cpu2")
+STRATEGIES = ("default", "mirrored", "cpu2", "multiworker")
 LR_SCHEDULES = ("constant", "cosine")
 #: Augmentation strengths; labtf.data.AUGMENT_PRESETS holds what each means.
 AUGMENT_PRESETS = ("light", "strong")

@@ -205,6 +205,10 @@ def _cached_stages(model, spec, config: TrainConfig, out: Path, train_s, val_s, 
 def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: int = 2) -> Run:
     """Train a classifier and save a complete run folder.
 
+    With ``strategy="multiworker"`` every worker of the cluster in ``TF_CONFIG``
+    calls this; only the chief (worker 0) writes ``out``, the others train the
+    same steps into a scratch folder that is removed at the end.
+
     Args:
         config: the training config (validated).
         out: run folder (created; must be new unless ``resume``).
@@ -212,24 +216,70 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
         verbose: Keras fit verbosity (2: one line per epoch).
 
     Returns:
-        The finished :class:`~labtf.run.Run`.
+        The finished :class:`~labtf.run.Run` (the chief's folder).
 
     Raises:
         LabtfError: bad data, an existing run folder, unobtainable weights.
     """
+    from labtf.distribute import lost_worker_errors, worker
+
+    out, me = Path(out), worker(config.strategy)
+    if me.chief:
+        with lost_worker_errors(me):
+            return _train(config, out, resume, verbose)
+    scratch = _worker_folder(out, me.index, resume)
+    try:
+        with lost_worker_errors(me):
+            _train(config, scratch, resume, verbose)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    log.info("worker %d done; the chief (worker 0) wrote the run to %s", me.index, out)
+    return Run(out)
+
+
+def scratch_folder(out: Path, index: int) -> Path:
+    """Where non-chief worker ``index`` of the job writing ``out`` trains (in the temp folder)."""
+    import hashlib
+    import tempfile
+
+    key = hashlib.sha1(str(Path(out).resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"labtf-worker{index}-{key}"
+
+
+def _worker_folder(out: Path, index: int, resume: bool) -> Path:
+    """A non-chief worker's scratch run folder, fresh; on ``resume`` a copy of the chief's.
+
+    Every worker restores the chief's checkpoint, so ``out`` must be the same
+    folder for all of them (one machine, or a shared file system).
+
+    Raises:
+        LabtfError: ``resume`` and the chief's run folder is not visible here.
+    """
+    scratch = scratch_folder(out, index)
+    shutil.rmtree(scratch, ignore_errors=True)
+    if resume:
+        if not (out / "config.json").is_file():
+            raise LabtfError(f"worker {index}: --resume restores the chief's checkpoint from {out}, "
+                             "which is not here; put --out on a file system all workers share")
+        shutil.copytree(out, scratch, ignore=shutil.ignore_patterns(".*.tmp", "*.png", Run.MODEL))
+    return scratch
+
+
+def _train(config: TrainConfig, out: Path, resume: bool, verbose: int) -> Run:
+    """:func:`train` in one process, writing ``out``."""
     from labtf.data import AUGMENT_PRESETS, make_dataset
-    from labtf.distribute import strategy_scope
+    from labtf.distribute import fit_multiworker, shard_by_data, strategy_scope
     from labtf.model import build_classifier, cam_layer_name, freeze_backbone, set_precision
     from labtf.model import unfreeze_top
     from labtf.plots import plot_history
     from labtf.sources import load_index
 
-    out = Path(out)
     config = resolve_config(config, out, resume)
     if resume and is_finished(out):
         log.info("%s is a finished run (model.keras, run.json): nothing to resume, nothing "
                  "changed; train again with a new --out", out)
         return Run(out)
+    scope, replicas = strategy_scope(config.strategy)  # multiworker: before any TensorFlow op
     spec = get_backbone(config.backbone)
     size = config.input_size
     t0 = time.time()
@@ -244,13 +294,14 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
              len(val_s), len(index.subset("test")), len(index.classes), len(index.skipped))
     keras.utils.set_random_seed(config.seed)
     set_precision(config.mixed_precision)
-    scope, replicas = strategy_scope(config.strategy)
     batch = config.batch_size * replicas
     aug = AUGMENT_PRESETS[config.augment_preset] if config.augment else None
     train_ds = make_dataset(train_s, index.classes, size, batch, training=True, seed=config.seed,
                             augment_cfg=aug, cache=config.cache, resize=config.resize)
     val_ds = make_dataset(val_s, index.classes, size, batch, cache=config.cache,
                           resize=config.resize) if val_s else None
+    if config.strategy == "multiworker":
+        train_ds, val_ds = shard_by_data(train_ds), val_ds and shard_by_data(val_ds)
     monitor = "val_loss" if val_ds is not None else "loss"
     weights = class_weights(index) if config.class_weights else None
     with scope():
@@ -260,8 +311,13 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
     state = Run(out).read_json("state.json") if state_file.is_file() else {"done": [], "best": None}
     if state.get("monitor") != monitor:     # a run resumed from before val_loss selection
         state["best"] = None
-    cached = _cached_stages(model, spec, config, out, train_s, val_s, index.classes, size, aug,
-                            batch) if config.cache_views else None
+    cached = None
+    if config.cache_views and config.strategy == "multiworker":
+        log.info("multiworker: training on the whole network every epoch (tf.data shards the "
+                 "images; the trunk cache is for one process)")
+    elif config.cache_views:
+        cached = _cached_stages(model, spec, config, out, train_s, val_s, index.classes, size,
+                                aug, batch)
     stages = [(1, config.epochs, config.learning_rate),
               (2, config.fine_tune_epochs, config.fine_tune_learning_rate)]
     for stage, epochs, lr in stages:
@@ -288,6 +344,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: i
             with scope():
                 _compile(fit_model, _schedule(config, stage, lr, epochs, steps),
                          config.label_smoothing)
+            if config.strategy == "multiworker":
+                fit_multiworker(fit_model)
             log.info("stage %d: %d epoch(s) at lr %g%s%s", stage, epochs, lr,
                      " (warm-up, cosine decay)" if config.lr_schedule == "cosine" and stage == 2
                      else "", f", resuming after epoch {len(rows)}" if rows else "")
