@@ -181,27 +181,6 @@ def _schedule(config: TrainConfig, stage: int, lr: float, epochs: int, steps: in
                                                   warmup_steps=warm)
 
 
-def _cached_stages(model, spec, config: TrainConfig, out: Path, train_s, val_s, classes, size,
-                   aug, batch):
-    """Cache the frozen trunk's activations (labtf.trunk_cache) and return the stage plan."""
-    from labtf.data import make_dataset
-    from labtf.trunk_cache import CACHE_DIR, CachedStages, boundary_layer, compute_views
-
-    fine = config.fine_tune_epochs > 0 and config.fine_tune_blocks > 0
-    boundary = boundary_layer(model, spec, config.fine_tune_blocks, fine)
-    trunk = keras.Model(model.inputs, model.get_layer(boundary).output)
-    folder = out / "backup" / CACHE_DIR
-    log.info("caching the frozen trunk (up to %s) for %d augmented view(s) of %d images",
-             boundary, config.cache_views, len(train_s))
-    train = compute_views(trunk, lambda v: make_dataset(
-        train_s, classes, size, batch, training=True, seed=config.seed * 1000 + v,
-        augment_cfg=aug, cache=False, resize=config.resize), config.cache_views, folder, "train")
-    val = compute_views(trunk, lambda v: make_dataset(
-        val_s, classes, size, batch, cache=False, resize=config.resize), 1, folder,
-        "val") if val_s else None
-    return CachedStages(model, boundary, train, val, config.batch_size, config.seed)
-
-
 def train(config: TrainConfig, out: str | Path, resume: bool = False, verbose: int = 2) -> Run:
     """Train a classifier and save a complete run folder.
 
@@ -316,8 +295,10 @@ def _train(config: TrainConfig, out: Path, resume: bool, verbose: int) -> Run:
         log.info("multiworker: training on the whole network every epoch (tf.data shards the "
                  "images; the trunk cache is for one process)")
     elif config.cache_views:
-        cached = _cached_stages(model, spec, config, out, train_s, val_s, index.classes, size,
-                                aug, batch)
+        from labtf.trunk_cache import cached_stages
+
+        cached = cached_stages(model, spec, config, out, train_s, val_s, index.classes, size,
+                               aug, batch)
     stages = [(1, config.epochs, config.learning_rate),
               (2, config.fine_tune_epochs, config.fine_tune_learning_rate)]
     for stage, epochs, lr in stages:

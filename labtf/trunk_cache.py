@@ -201,3 +201,30 @@ class CachedStages:
             val = (self.val[0][0].astype(np.float32), self.val[1][0]) if self.val else None
         seq = ViewSequence(x, self.train[1], self.batch, self.seed + stage)
         return fit_model, seq, val, [EpochSync(seq)]
+
+
+def cached_stages(model: keras.Model, spec, config, out: Path, train_s: list, val_s: list,
+                  classes: list[str], size: int, aug, batch: int) -> "CachedStages":
+    """Cache the frozen trunk's activations for a training run; returns the stage plan.
+
+    Args:
+        model: the whole classifier; spec: its backbone spec; config: the TrainConfig.
+        out: run folder (the cache goes to ``out/backup/CACHE_DIR``).
+        train_s, val_s: training and validation samples; classes: class names.
+        size: input side; aug: AugmentConfig or None; batch: global batch size.
+    """
+    from labtf.data import make_dataset
+
+    fine = config.fine_tune_epochs > 0 and config.fine_tune_blocks > 0
+    boundary = boundary_layer(model, spec, config.fine_tune_blocks, fine)
+    trunk = keras.Model(model.inputs, model.get_layer(boundary).output)
+    folder = out / "backup" / CACHE_DIR
+    log.info("caching the frozen trunk (up to %s) for %d augmented view(s) of %d images",
+             boundary, config.cache_views, len(train_s))
+    train = compute_views(trunk, lambda v: make_dataset(
+        train_s, classes, size, batch, training=True, seed=config.seed * 1000 + v,
+        augment_cfg=aug, cache=False, resize=config.resize), config.cache_views, folder, "train")
+    val = compute_views(trunk, lambda v: make_dataset(
+        val_s, classes, size, batch, cache=False, resize=config.resize), 1, folder,
+        "val") if val_s else None
+    return CachedStages(model, boundary, train, val, config.batch_size, config.seed)
