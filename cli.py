@@ -237,13 +237,17 @@ def benchmark(artifacts, run_path, runs, batch_size):
 @click.option("--port", default=8501, show_default=True, help="Port (0: any free port).")
 @click.option("--workers", default=1, show_default=True, help="Inference threads (and model copies).")
 @click.option("--max-body-mb", default=10.0, show_default=True, help="Request size limit (413).")
-@click.option("--timeout-s", default=30.0, show_default=True, help="Body read / inference timeout.")
+@click.option("--timeout-s", default=30.0, show_default=True,
+              help="Request header/body read and inference timeout (504).")
 @click.option("--batch-ms", default=0.0, show_default=True,
               help="Merge concurrent requests arriving within this window (0: off).")
 @click.option("--max-batch", default=16, show_default=True, help="Images per merged call.")
 @click.option("--max-pending", default=64, show_default=True,
-              help="Queued + running requests before 503.")
-@click.option("--name", default=None, help="Model name in the URL [from the artifact].")
+              help="Queued + running requests before 503 (answered at once).")
+@click.option("--max-request-mp", default=100.0, show_default=True,
+              help="Decoded megapixels one request may carry, read from image headers (413).")
+@click.option("--name", default=None,
+              help="Model name in the URL [as TF Serving would name the run: its folder name; 'labtf' if unknown].")
 @click.option("--version", "version", type=int, default=None, help="Served version [artifact's or 1].")
 @click.option("--access-log", default="-", show_default=True,
               help="JSON-lines access log: '-' stderr, a file, or '' for none.")

@@ -5,8 +5,10 @@ Paths and JSON are TF Serving's (see :mod:`labtf.serving.protocol`):
 (status) and ``GET .../metadata``; ``GET /`` is a page to try the model. Every
 error is ``{"error": "..."}`` with a 4xx/5xx status; the body size is limited
 (413), inference is bounded (``workers``) and timed out (504), requests beyond
-``max_pending`` get 503. Access logs are JSON lines. SIGTERM/SIGINT stop
-accepting connections, finish in-flight requests, then exit.
+``max_pending`` get 503 before their body is read, and image requests are admitted
+by their decoded pixels (see :mod:`labtf.serving.engine`). Connections that do not
+deliver a complete request within ``timeout_s`` are closed. Access logs are JSON
+lines. SIGTERM/SIGINT stop accepting connections, finish in-flight requests, then exit.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -24,7 +27,7 @@ import numpy as np
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from labtf.serving.engine import EdgeModel
+from labtf.serving.engine import MAX_REQUEST_PIXELS, EdgeModel, Expired
 from labtf.serving.page import page_html
 from labtf.serving.protocol import RestError, format_predict, metadata_json, parse_predict, status_json
 
@@ -33,6 +36,7 @@ access_log = logging.getLogger("labtf.serving.access")
 
 #: Most instances one request may carry.
 MAX_INSTANCES = 64
+
 
 MODEL_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?"
                         r"(?:(?P<meta>/metadata)|:(?P<verb>[A-Za-z]+))?/?$")
@@ -80,6 +84,8 @@ async def _handle(request: web.Request, handler):
         resp = _json({"error": exc.message}, exc.status)
         if exc.status == 405:
             resp.headers["Allow"] = request.get("allow", "GET")
+        if exc.status == 503:
+            resp.headers["Retry-After"] = "1"
         return resp
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -108,13 +114,19 @@ async def _read_json(request: web.Request) -> object:
     except asyncio.TimeoutError:
         raise RestError(408, f"request body not received within {opts['timeout_s']:g} s") from None
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise RestError(400, "JSON Parse error: nested too deeply") from None
     except ValueError as exc:
         raise RestError(400, f"JSON Parse error: {exc}") from None
 
 
+def _no_constant(name: str):
+    raise ValueError(f"'{name}' is not a number (JSON has no NaN or Infinity)")
+
+
 def _lookup(model: EdgeModel, name: str, version: str | None) -> None:
-    if version is not None and not version.isdigit():
+    if version is not None and not re.fullmatch(r"[0-9]{1,18}", version):
         raise RestError(400, f"version must be a positive integer, got '{version}'")
     if name != model.name:
         spec = f"Specific({name}, {version})" if version else f"Latest({name})"
@@ -147,20 +159,30 @@ async def models_route(request: web.Request) -> web.Response:
 
 
 async def _predict(request: web.Request, model: EdgeModel) -> web.Response:
+    timeout = request.app[OPTS_KEY]["timeout_s"]
+    deadline = time.monotonic() + timeout
+    model.admit_check()   # shed before reading (and holding) the body
     body = await _read_json(request)
-    sig, arrays, fmt = parse_predict(body, model.signatures)
+    try:
+        sig, arrays, fmt = parse_predict(body, model.signatures)
+    except RecursionError:
+        raise RestError(400, "request JSON is nested too deeply for the signature's inputs") from None
     n = len(next(iter(arrays.values())))
     request["instances"] = n
     if n > MAX_INSTANCES:
         raise RestError(400, f"{n} instances in one request; at most {MAX_INSTANCES}")
     if sig == "serving_default":
-        job = model.infer(blobs=[bytes(b) for b in arrays["image_bytes"]])
+        job = model.infer(blobs=[bytes(b) for b in arrays["image_bytes"]], deadline=deadline)
     else:
-        job = model.infer(pixels=np.clip(arrays["image"], 0, 255).astype(np.float32))
-    timeout = request.app[OPTS_KEY]["timeout_s"]
+        pixels = arrays["image"].astype(np.float32)
+        if not np.isfinite(pixels).all():
+            bad = int(np.argwhere(~np.isfinite(pixels))[0][0])
+            raise RestError(400, f"instances[{bad}].image: non-finite pixel values (NaN or "
+                                 "Infinity, or beyond float32); pixels must be numbers 0..255")
+        job = model.infer(pixels=np.clip(pixels, 0, 255), deadline=deadline)
     try:
-        probs, cams = await asyncio.wait_for(job, timeout)
-    except asyncio.TimeoutError:
+        probs, cams = await asyncio.wait_for(job, max(0.0, deadline - time.monotonic()))
+    except (asyncio.TimeoutError, Expired):
         raise RestError(504, f"inference did not finish within {timeout:g} s (--timeout-s)") from None
     index = probs.argmax(axis=1)
     labels = np.array([model.classes[i].encode() for i in index], dtype=object)
@@ -219,9 +241,12 @@ async def run(model: EdgeModel, host: str = "127.0.0.1", port: int = 8501,
     """
     stop = stop or asyncio.Event()
     app = make_app(model, max_body_mb, timeout_s)
+    # keepalive_timeout also bounds a connection's wait for its first complete request
+    # (aiohttp >= 3.10 arms it at connect): slow-header clients are closed after timeout_s.
     runner = web.AppRunner(app, handle_signals=False,
                            access_log_class=JsonAccessLogger, access_log=access_log,
-                           shutdown_timeout=max(1.0, min(timeout_s, 30.0)))
+                           shutdown_timeout=max(1.0, min(timeout_s, 30.0)),
+                           keepalive_timeout=timeout_s)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=128)
     try:
@@ -273,7 +298,8 @@ def serve(artifact: str, host: str = "127.0.0.1", port: int = 8501, workers: int
           max_body_mb: float = 10.0, timeout_s: float = 30.0, batch_ms: float = 0.0,
           max_batch: int = 16, max_pending: int = 64, name: str | None = None,
           version: int | None = None, access_log_to: str | None = "-",
-          ready: Callable[[str], None] | None = None) -> None:
+          ready: Callable[[str], None] | None = None,
+          max_request_mp: float = MAX_REQUEST_PIXELS / 1e6) -> None:
     """Open ``artifact`` and serve it until SIGTERM/SIGINT (blocking).
 
     Raises:
@@ -281,12 +307,14 @@ def serve(artifact: str, host: str = "127.0.0.1", port: int = 8501, workers: int
     """
     from labtf.errors import LabtfError
 
-    if workers < 1 or max_body_mb <= 0 or timeout_s <= 0 or batch_ms < 0 or max_batch < 1:
-        raise LabtfError("--workers and --max-batch must be >= 1, --max-body-mb and --timeout-s "
-                         "> 0, --batch-ms >= 0")
+    if (workers < 1 or max_body_mb <= 0 or timeout_s <= 0 or batch_ms < 0 or max_batch < 1
+            or max_pending < 1 or max_request_mp <= 0):
+        raise LabtfError("--workers, --max-batch and --max-pending must be >= 1, --max-body-mb, "
+                         "--max-request-mp and --timeout-s > 0, --batch-ms >= 0")
     setup_access_log(access_log_to)
     model = EdgeModel(artifact, workers=workers, name=name, version=version, batch_ms=batch_ms,
-                      max_batch=max_batch, max_pending=max_pending)
+                      max_batch=max_batch, max_pending=max_pending,
+                      max_request_pixels=int(max_request_mp * 1e6))
     try:
         asyncio.run(run(model, host, port, max_body_mb, timeout_s, ready))
     except OSError as exc:
