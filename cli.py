@@ -365,7 +365,8 @@ def report(run, out, samples):
 @main.command()
 @click.argument("out")
 @click.option("--keywords", default=None, metavar="FILE",
-              help="Class -> queries JSON/TXT [datasets/lab_apparatus_keywords.json: the poster's 15].")
+              help="Class -> queries JSON/TXT [--provider urls alone: the URL list's classes; "
+                   "else datasets/lab_apparatus_keywords.json: the poster's 15].")
 @click.option("--provider", "providers", multiple=True, default=("openverse",), show_default=True,
               help="openverse, wikimedia or urls (repeatable).")
 @click.option("--base-url", "base_urls", multiple=True, metavar="NAME=URL",
@@ -374,7 +375,8 @@ def report(run, out, samples):
 @click.option("--class", "classes", multiple=True, help="Only these classes (repeatable).")
 @click.option("--per-class", default=600, show_default=True, help="Candidates per class and provider.")
 @click.option("--workers", default=8, show_default=True, help="Concurrent downloads.")
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds per socket operation.")
+@click.option("--timeout", default=10.0, show_default=True,
+              help="Seconds per socket operation; a whole download (all retries) gets 3x this.")
 @click.option("--retries", default=3, show_default=True, help="Retries on 5xx/timeouts/drops.")
 @click.option("--rate", "rate_per_host", default=4.0, show_default=True,
               help="Requests per second per host (0: unlimited).")
@@ -385,7 +387,7 @@ def report(run, out, samples):
 def collect(out, keywords, providers, base_urls, urls_file, classes, per_class, workers, timeout,
             retries, rate_per_host, max_mb, refresh_search, retry_failed):
     """Search and download images into OUT/images/<class>/ with a manifest (resumable)."""
-    from labtf.collect import DEFAULT_KEYWORDS, collect as do_collect
+    from labtf.collect import collect as do_collect
 
     bases = {}
     for item in base_urls:
@@ -393,7 +395,7 @@ def collect(out, keywords, providers, base_urls, urls_file, classes, per_class, 
             raise LabtfError(f"--base-url '{item}' must look like NAME=URL")
         k, v = item.split("=", 1)
         bases[k.strip()] = v.strip()
-    c = do_collect(keywords or DEFAULT_KEYWORDS, out, tuple(providers), per_class, bases, urls_file,
+    c = do_collect(keywords, out, tuple(providers), per_class, bases, urls_file,
                    workers, timeout, retries, 0.5, rate_per_host, int(max_mb * (1 << 20)),
                    refresh_search, retry_failed, list(classes) or None)
     click.echo(f"collect: {c['candidates']} candidate(s) -> {c['ok']} kept, {c['duplicate']} duplicate, "

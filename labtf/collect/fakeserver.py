@@ -7,7 +7,8 @@ Serves, on 127.0.0.1 only: ``/v1/images/`` (Openverse-shaped JSON),
 ``/redirect/NAME`` (302 to ``/img/NAME``), ``/away/NAME`` (302 to the same path on host
 ``localhost``), ``/html``, ``/notimage`` (garbage
 with an image type), ``/huge`` (endless image/jpeg stream, bounded at 64 MB) and
-``/drop/NAME`` (closes the connection mid-body).
+``/drop/NAME`` (closes the connection mid-body), ``/drip/SECONDS`` (an image/jpeg body of
+one byte per second, no Content-Length) and ``/ftp`` (302 to an ``ftp://`` URL).
 """
 from __future__ import annotations
 
@@ -139,6 +140,18 @@ class FakeServer:
                                {"Location": f"http://localhost:{port}/img/{urllib.parse.quote(parts[1])}"})
                 elif parts[:1] == ["redirect"]:
                     self._send(302, b"", "text/plain", {"Location": f"/img/{urllib.parse.quote(parts[1])}"})
+                elif parts[:1] == ["drip"]:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    for _ in range(int(parts[1])):
+                        self.wfile.write(b"\xff")
+                        self.wfile.flush()
+                        time.sleep(1.0)
+                    self.close_connection = True
+                elif path == "/ftp":
+                    self._send(302, b"", "text/plain", {"Location": "ftp://127.0.0.1/x.jpg"})
                 elif path == "/html":
                     self._send(200, b"<html><body>not an image</body></html>", "text/html")
                 elif path == "/notimage":

@@ -60,6 +60,7 @@ class Provider:
         self.client = client
         self.base_url = (base_url or self.default_base_url).rstrip("/")
         self.options = options
+        self.failed_queries: list[str] = []   # "query: reason" of searches that failed
 
     def search(self, query: str, limit: int) -> Iterator[Candidate]:
         """Yield up to ``limit`` candidates for one query."""
@@ -83,6 +84,7 @@ class Provider:
                             return
             except FetchError as exc:
                 log.warning("%s: query '%s' failed: %s", self.name, q, exc)
+                self.failed_queries.append(f"{q}: {exc}")
 
 
 PROVIDERS: dict[str, type[Provider]] = {}
@@ -125,7 +127,8 @@ class Openverse(Provider):
     default_base_url = "https://api.openverse.org"
 
     def search(self, query: str, limit: int) -> Iterator[Candidate]:
-        page_size = int(self.options.get("page_size", 50))
+        # anonymous clients may ask for at most 20 per page (the API answers 401 above)
+        page_size = min(20, int(self.options.get("page_size", 20)))
         n, page, max_pages = 0, 1, int(self.options.get("max_pages", 20))
         while n < limit and page <= max_pages:
             qs = urllib.parse.urlencode({"q": query, "page": page, "page_size": page_size})
@@ -192,6 +195,10 @@ class UrlList(Provider):
     ``license,creator,landing_url``) or a text file of ``label<TAB>url`` lines.
     Queries are ignored; every URL listed for the class is a candidate.
     """
+
+    def labels(self) -> list[str]:
+        """The classes the list names, in first-seen order."""
+        return list(dict.fromkeys(r["label"] for r in self._rows() if r.get("label")))
 
     def _rows(self) -> list[dict]:
         path = Path(self.options.get("path") or "")
