@@ -110,3 +110,33 @@ def test_openverse_page_size_is_at_most_20_anonymously(server):
     prov = make_provider("openverse", HttpClient(rate_per_host=0), server.base, page_size=50)
     assert len(list(prov.search("many", 45))) == 45
     assert server.hits["/v1/images/"] == 3      # 20 + 20 + 5
+
+
+def test_api_errors_are_reported_in_the_apis_words(server, caplog):
+    """Openverse 401 (page_size over the anonymous cap) and 429 + Retry-After carry ``detail``;
+    a Retry-After beyond the time left stops at once instead of retrying after 0.5-2 s."""
+    from labtf.collect.providers import make_provider
+
+    client = HttpClient(timeout=2, retries=3, backoff=0.01, rate_per_host=0)
+    prov = make_provider("openverse", client, server.base)
+    with pytest.raises(FetchError, match="HTTP 401: Authentication credentials were not provided"):
+        list(prov.search("unauthorized", 5))
+    t0 = time.monotonic()
+    with pytest.raises(FetchError, match="HTTP 429: Request was throttled.*wait 3600s") as exc:
+        list(prov.search("throttled", 5))
+    assert time.monotonic() - t0 < 1.0 and not exc.value.retryable
+    assert server.hits["/v1/images/"] == 2          # no blind retries
+
+
+def test_wikimedia_errors_in_http_200_bodies(server):
+    """The Action API's ``{"error": {code, info}}``: ratelimited is retried, others raise."""
+    from labtf.collect.providers import make_provider
+
+    client = HttpClient(timeout=2, retries=0, rate_per_host=0)
+    wiki = make_provider("wikimedia", client, server.base + "/w/api.php", api_waits=(0.05,))
+    got = list(wiki.search("api-error-ratelimited", 5))
+    assert len(got) == 1 and server.hits["/w/api.php"] == 2
+    with pytest.raises(FetchError, match="Wikimedia API error badvalue: fake badvalue"):
+        list(wiki.search("api-error-badvalue", 5))
+    assert list(wiki.candidates("x", ["api-error-readapidenied"], 5)) == []
+    assert "readapidenied" in wiki.failed_queries[0]

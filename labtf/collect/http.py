@@ -27,10 +27,12 @@ USER_AGENT = "labtf-collect/1.0 (+https://github.com/; research dataset builder)
 class FetchError(Exception):
     """A request that failed; ``retryable`` says whether trying again may help."""
 
-    def __init__(self, message: str, retryable: bool, status: int | None = None):
+    def __init__(self, message: str, retryable: bool, status: int | None = None,
+                 retry_after: float | None = None):
         super().__init__(message)
         self.retryable = retryable
         self.status = status
+        self.retry_after = retry_after   # seconds the server asked us to wait (429/503)
 
 
 @dataclass
@@ -134,8 +136,14 @@ class HttpClient:
             except FetchError as exc:
                 last = exc
                 delay = self.backoff * 2 ** (attempt - 1) * (1 + 0.25 * random.random())
+                if exc.retry_after is not None:   # the server said how long: honour it
+                    delay = exc.retry_after
                 if (not exc.retryable or attempt > self.retries
                         or time.monotonic() + delay >= deadline):
+                    if exc.retry_after is not None and exc.retryable:
+                        last = FetchError(f"{exc}; the server asks to wait {exc.retry_after:g}s "
+                                          "(Retry-After), more than this request's time left",
+                                          False, exc.status, exc.retry_after)
                     break
                 log.debug("retry %d for %s in %.2fs: %s", attempt, url, delay, exc)
                 time.sleep(delay)
@@ -194,9 +202,11 @@ class HttpClient:
                                      retryable=True)
                 return Response(url, r.geturl(), r.status, ctype, b"".join(chunks), attempt)
         except urllib.error.HTTPError as exc:
-            code = exc.code
+            code, detail, wait = exc.code, _error_detail(exc), _retry_after(exc.headers)
             exc.close()
-            raise FetchError(f"HTTP {code}", retryable=code >= 500 or code == 429, status=code) from None
+            raise FetchError(f"HTTP {code}" + (f": {detail}" if detail else ""),
+                             retryable=code >= 500 or code == 429, status=code,
+                             retry_after=wait) from None
         except urllib.error.URLError as exc:
             reason = exc.reason
             timeout = isinstance(reason, (socket.timeout, TimeoutError))
@@ -215,3 +225,24 @@ def _socket_of(resp) -> socket.socket | None:
         return resp.fp.raw._sock
     except AttributeError:
         return None
+
+
+def _error_detail(exc: urllib.error.HTTPError) -> str:
+    """The API's own words from an error body (``detail``, ``error.info``, ``message``)."""
+    try:
+        doc = json.loads(exc.read(16 << 10).decode("utf-8", "replace"))
+    except (OSError, ValueError, http.client.HTTPException):
+        return ""
+    if not isinstance(doc, dict):
+        return ""
+    err = doc.get("error")
+    text = doc.get("detail") or (err.get("info") if isinstance(err, dict) else err) or doc.get("message")
+    return " ".join(str(text).split())[:300] if text else ""
+
+
+def _retry_after(headers) -> float | None:
+    """Seconds of a ``Retry-After: N`` header (an HTTP date counts as 60 s), else None."""
+    value = (headers.get("Retry-After") or "").strip() if headers is not None else ""
+    if not value:
+        return None
+    return float(value) if value.isdigit() else 60.0

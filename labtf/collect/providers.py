@@ -19,6 +19,7 @@ import csv
 import html
 import logging
 import re
+import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,18 +163,20 @@ class WikimediaCommons(Provider):
     def search(self, query: str, limit: int) -> Iterator[Candidate]:
         params = {"action": "query", "format": "json", "generator": "search", "gsrsearch": query,
                   "gsrnamespace": "6", "gsrlimit": str(min(50, max(1, limit))),
-                  "prop": "imageinfo", "iiprop": "url|extmetadata|mime"}
+                  "prop": "imageinfo", "iiprop": "url|extmetadata|mime",
+                  "iiurlwidth": str(int(self.options.get("thumb_width", 1024))),   # bitmap thumbs
+                  "maxlag": "5"}
         n, calls = 0, 0
         cont: dict = {}
         while n < limit and calls < int(self.options.get("max_pages", 20)):
             calls += 1
             qs = urllib.parse.urlencode({**params, **cont})
-            data = self.client.get_json(f"{self.base_url}?{qs}")
+            data = self._call(f"{self.base_url}?{qs}")
             pages = (data.get("query") or {}).get("pages") or {}
             items = pages.values() if isinstance(pages, dict) else pages
             for page in sorted(items, key=lambda p: p.get("index", 0)):
                 info = (page.get("imageinfo") or [{}])[0]
-                url, mime = info.get("url"), str(info.get("mime") or "")
+                url, mime = info.get("thumburl") or info.get("url"), str(info.get("mime") or "")
                 if not url or (mime and not mime.startswith("image/")):
                     continue
                 meta = info.get("extmetadata") or {}
@@ -187,6 +190,27 @@ class WikimediaCommons(Provider):
             cont = {k: v for k, v in (data.get("continue") or {}).items()}
             if not cont:
                 return
+
+
+    def _call(self, url: str) -> dict:
+        """One API call; the Action API reports errors as HTTP 200 ``{"error": {code, info}}``:
+        ``ratelimited`` and ``maxlag`` are retried after a wait, the rest raise.
+
+        Raises:
+            FetchError: transport failure or an API error.
+        """
+        waits = [float(w) for w in self.options.get("api_waits", (5.0, 10.0, 20.0))]
+        for attempt in range(len(waits) + 1):
+            data = self.client.get_json(url)
+            err = data.get("error") if isinstance(data, dict) else None
+            if not isinstance(err, dict):
+                return data
+            code, info = str(err.get("code") or "?"), " ".join(str(err.get("info") or "").split())
+            if code not in ("ratelimited", "maxlag") or attempt == len(waits):
+                raise FetchError(f"Wikimedia API error {code}: {info[:300]}", retryable=False)
+            log.info("wikimedia: %s (%s); waiting %gs", code, info[:120], waits[attempt])
+            time.sleep(waits[attempt])
+        raise AssertionError("unreachable")
 
 
 @register_provider("urls")
