@@ -13,6 +13,7 @@ import json
 import socket
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,3 +217,43 @@ def test_decode_stops_between_images_at_the_deadline(tflite):
     assert time.monotonic() - t0 < 0.2 + 4 * one + 1.0
     model.executor.shutdown()
     model.heavy_lane.shutdown()
+
+
+def test_page_states_before_and_after_a_failed_upload(tight, tmp_path):
+    """Walkthrough: nothing but the drop box before an upload; a failed upload clears the
+    previous result; the file name is shown. LABTF_SERVE_PAGE_PNG=FILE saves a screenshot."""
+    import os
+
+    from cdp import Browser, chromium_path
+
+    exe = chromium_path()
+    if exe is None:
+        pytest.skip("chromium is not installed (/usr/bin/chromium)")
+    clip = sorted((Path(__file__).resolve().parent.parent / "datasets" / "clipart").rglob("*.jpg"))[0]
+    good = tmp_path / f"my {clip.name}"
+    good.write_bytes(clip.read_bytes())
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    visible = "(id => { const e = document.getElementById(id); return !!(e && e.offsetParent); })"
+    with Browser(exe, tmp_path / "profile") as browser:
+        page = browser.open(f"{tight.url}/")
+        assert page.wait_for("document.body.dataset.state === 'ready'", 30)
+        for part in ("out", "view", "confidence", "label", "filename"):
+            assert page.eval(f"{visible}('{part}')") is False, part
+        assert "confidence" not in page.eval("document.body.innerText")
+        page.upload("#file", good)
+        assert page.wait_for("document.body.dataset.state === 'done'", 30)
+        assert page.eval(f"{visible}('out')") is True and page.eval("document.getElementById('label').textContent")
+        assert f"my {clip.name}" in page.eval("document.getElementById('filename').textContent")
+        target = os.environ.get("LABTF_SERVE_PAGE_PNG")
+        if target:
+            page.send("Emulation.setDeviceMetricsOverride", {"width": 900, "height": 640,
+                                                             "deviceScaleFactor": 1, "mobile": False})
+            shot = page.send("Page.captureScreenshot", {"format": "png"})
+            Path(target).write_bytes(base64.b64decode(shot["data"]))
+        page.upload("#file", bad)
+        assert page.wait_for("document.body.dataset.state === 'error'", 30)
+        assert page.eval(f"{visible}('out')") is False
+        assert page.eval("document.getElementById('label').textContent") == ""
+        assert "notes.txt" in page.eval("document.getElementById('filename').textContent")
+        assert "not an image" in page.eval("document.getElementById('error').textContent")
