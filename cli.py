@@ -295,13 +295,17 @@ def benchmark(artifacts, run_path, runs, batch_size):
 @click.option("--port", default=8501, show_default=True, help="Port (0: any free port).")
 @click.option("--workers", default=1, show_default=True, help="Inference threads (and model copies).")
 @click.option("--max-body-mb", default=10.0, show_default=True, help="Request size limit (413).")
-@click.option("--timeout-s", default=30.0, show_default=True, help="Body read / inference timeout.")
+@click.option("--timeout-s", default=30.0, show_default=True,
+              help="Request header/body read and inference timeout (504).")
 @click.option("--batch-ms", default=0.0, show_default=True,
               help="Merge concurrent requests arriving within this window (0: off).")
 @click.option("--max-batch", default=16, show_default=True, help="Images per merged call.")
 @click.option("--max-pending", default=64, show_default=True,
-              help="Queued + running requests before 503.")
-@click.option("--name", default=None, help="Model name in the URL [from the artifact].")
+              help="Queued + running requests before 503 (answered at once).")
+@click.option("--max-request-mp", default=100.0, show_default=True,
+              help="Decoded megapixels one request may carry, read from image headers (413).")
+@click.option("--name", default=None,
+              help="Model name in the URL [as TF Serving would name the run: its folder name; 'labtf' if unknown].")
 @click.option("--version", "version", type=int, default=None, help="Served version [artifact's or 1].")
 @click.option("--access-log", default="-", show_default=True,
               help="JSON-lines access log: '-' stderr, a file, or '' for none.")
@@ -428,7 +432,8 @@ def report(run, out, samples):
 @main.command()
 @click.argument("out")
 @click.option("--keywords", default=None, metavar="FILE",
-              help="Class -> queries JSON/TXT [datasets/lab_apparatus_keywords.json: the poster's 15].")
+              help="Class -> queries JSON/TXT [--provider urls alone: the URL list's classes; "
+                   "else datasets/lab_apparatus_keywords.json: the poster's 15].")
 @click.option("--provider", "providers", multiple=True, default=("openverse",), show_default=True,
               help="openverse, wikimedia or urls (repeatable).")
 @click.option("--base-url", "base_urls", multiple=True, metavar="NAME=URL",
@@ -437,7 +442,8 @@ def report(run, out, samples):
 @click.option("--class", "classes", multiple=True, help="Only these classes (repeatable).")
 @click.option("--per-class", default=600, show_default=True, help="Candidates per class and provider.")
 @click.option("--workers", default=8, show_default=True, help="Concurrent downloads.")
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds per socket operation.")
+@click.option("--timeout", default=10.0, show_default=True,
+              help="Seconds per socket operation; a whole download (all retries) gets 3x this.")
 @click.option("--retries", default=3, show_default=True, help="Retries on 5xx/timeouts/drops.")
 @click.option("--rate", "rate_per_host", default=4.0, show_default=True,
               help="Requests per second per host (0: unlimited).")
@@ -448,7 +454,7 @@ def report(run, out, samples):
 def collect(out, keywords, providers, base_urls, urls_file, classes, per_class, workers, timeout,
             retries, rate_per_host, max_mb, refresh_search, retry_failed):
     """Search and download images into OUT/images/<class>/ with a manifest (resumable)."""
-    from labtf.collect import DEFAULT_KEYWORDS, collect as do_collect
+    from labtf.collect import collect as do_collect
 
     bases = {}
     for item in base_urls:
@@ -456,7 +462,7 @@ def collect(out, keywords, providers, base_urls, urls_file, classes, per_class, 
             raise LabtfError(f"--base-url '{item}' must look like NAME=URL")
         k, v = item.split("=", 1)
         bases[k.strip()] = v.strip()
-    c = do_collect(keywords or DEFAULT_KEYWORDS, out, tuple(providers), per_class, bases, urls_file,
+    c = do_collect(keywords, out, tuple(providers), per_class, bases, urls_file,
                    workers, timeout, retries, 0.5, rate_per_host, int(max_mb * (1 << 20)),
                    refresh_search, retry_failed, list(classes) or None)
     click.echo(f"collect: {c['candidates']} candidate(s) -> {c['ok']} kept, {c['duplicate']} duplicate, "

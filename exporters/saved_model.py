@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def serving_name(run) -> str:
-    """A TF Serving model name from the run folder name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(run.path).resolve().name) or "labtf"
+    """A TF Serving model name from the run folder name (``run``: a Run or its path)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(getattr(run, "path", run)).resolve().name) or "labtf"
 
 
 def square_in_graph(image, size: int, mode: str):

@@ -59,14 +59,24 @@ def load_keywords(path: str | os.PathLike) -> dict[str, list[str]]:
     for label, queries in classes.items():
         if isinstance(queries, str):
             queries = [queries]
-        if not label or "/" in label or label.startswith(".") or label in ("rejected",):
-            raise LabtfError(f"keywords file {path}: '{label}' is not usable as a class folder name")
+        check_label(label, f"keywords file {path}")
         if not queries or not all(isinstance(q, str) and q.strip() for q in queries):
             raise LabtfError(f"keywords file {path}: class '{label}' needs at least one query")
         out[label] = [q.strip() for q in queries]
     if not out:
         raise LabtfError(f"keywords file {path} lists no classes")
     return out
+
+
+def check_label(label: str, where: str) -> None:
+    """Refuse a class name that is not a plain folder name.
+
+    Raises:
+        LabtfError: empty, a path, hidden, ``rejected`` or with control characters.
+    """
+    if (not label or "/" in label or "\\" in label or label.startswith(".") or label == "rejected"
+            or any(ord(ch) < 32 for ch in label)):
+        raise LabtfError(f"{where}: {label!r} is not usable as a class folder name")
 
 
 def _write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
@@ -83,7 +93,7 @@ def gather_candidates(keywords: dict[str, list[str]], providers: list, per_class
         (label, candidate) pairs in a stable order.
     """
     cache = out / CANDIDATES_NAME
-    if cache.is_file() and not refresh:
+    if cache.is_file() and not refresh and cache.stat().st_size:
         rows = [json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines() if line]
         log.info("reusing %d candidate(s) from %s (--refresh-search to search again)", len(rows), cache)
         return [(r.pop("label"), Candidate(**r)) for r in rows]
@@ -97,11 +107,23 @@ def gather_candidates(keywords: dict[str, list[str]], providers: list, per_class
                     seen.add(c.url)
                     jobs.append((label, c))
             log.info("search: %s via %s: %d candidate(s)", label, prov.name, n)
-    _write_jsonl_atomic(cache, [{"label": lab, **c.__dict__} for lab, c in jobs])
+    failed = [f"{p.name}: {q}" for p in providers for q in p.failed_queries]
+    empty = sorted(set(keywords) - {lab for lab, _ in jobs})
+    if failed or empty:   # an incomplete search is never cached: the next run searches again
+        cache.unlink(missing_ok=True)
+        log.warning("search incomplete (%d failed quer%s, %d class(es) without candidates); not "
+                    "cached, the next run searches again", len(failed), "y" if len(failed) == 1
+                    else "ies", len(empty))
+    else:
+        _write_jsonl_atomic(cache, [{"label": lab, **c.__dict__} for lab, c in jobs])
+    if not jobs:
+        why = f"; failed: {failed[0]}" if failed else ""
+        raise LabtfError(f"no candidates found for any class ({', '.join(keywords)}){why}; check "
+                         "the queries, the provider (--provider) or the URL list")
     return jobs
 
 
-def collect(keywords_file: str | os.PathLike, out: str | os.PathLike,
+def collect(keywords_file: str | os.PathLike | None, out: str | os.PathLike,
             providers: tuple[str, ...] = ("openverse",), per_class: int = 600,
             base_urls: dict[str, str] | None = None, urls_file: str | None = None,
             workers: int = 8, timeout: float = 10.0, retries: int = 3, backoff: float = 0.5,
@@ -110,7 +132,8 @@ def collect(keywords_file: str | os.PathLike, out: str | os.PathLike,
     """Search, download and record a dataset (resumable: run it again to continue).
 
     Args:
-        keywords_file: class -> queries (see :func:`load_keywords`).
+        keywords_file: class -> queries (see :func:`load_keywords`) [with only the ``urls``
+            provider: the URL list's classes; else the poster's 15 classes].
         out: workspace folder (``images/``, ``manifest.jsonl``, ``candidates.jsonl``, report).
         providers: registry names (``openverse``, ``wikimedia``, ``urls``).
         per_class: candidates per class and provider.
@@ -125,22 +148,32 @@ def collect(keywords_file: str | os.PathLike, out: str | os.PathLike,
         The collect step's counts (also written to the report).
 
     Raises:
-        LabtfError: bad keywords file, unknown provider or class.
+        LabtfError: bad keywords file, unknown provider or class; no candidates at all; a
+            class ended without candidates (after downloading the others).
     """
     from labtf.curate.report import record_step
 
     out = Path(out)
-    keywords = load_keywords(keywords_file)
+    client = HttpClient(timeout=timeout, retries=retries, backoff=backoff,
+                        rate_per_host=rate_per_host, max_bytes=max_bytes)
+    base_urls = base_urls or {}
+    provs = [make_provider(p, client, base_urls.get(p), path=urls_file) for p in providers]
+    if keywords_file is None and tuple(providers) == ("urls",):
+        keywords_file = urls_file
+        keywords = {lab: [lab] for lab in provs[0].labels()}
+        for lab in keywords:
+            check_label(lab, f"URL list {urls_file}")
+        if not keywords:
+            raise LabtfError(f"URL list {urls_file} names no classes; expected lines 'label,url'")
+    else:
+        keywords_file = keywords_file or DEFAULT_KEYWORDS
+        keywords = load_keywords(keywords_file)
     if classes:
         unknown = [c for c in classes if c not in keywords]
         if unknown:
             raise LabtfError(f"class '{unknown[0]}' is not in {keywords_file}; "
                              f"known: {', '.join(keywords)}")
         keywords = {c: keywords[c] for c in classes}
-    client = HttpClient(timeout=timeout, retries=retries, backoff=backoff,
-                        rate_per_host=rate_per_host, max_bytes=max_bytes)
-    base_urls = base_urls or {}
-    provs = [make_provider(p, client, base_urls.get(p), path=urls_file) for p in providers]
     out.mkdir(parents=True, exist_ok=True)
     jobs = gather_candidates(keywords, provs, per_class, out, refresh_search)
     ledger = Ledger(out / LEDGER_NAME)
@@ -160,4 +193,9 @@ def collect(keywords_file: str | os.PathLike, out: str | os.PathLike,
     record_step(out, "collect", counts)
     log.info("collect: %d candidate(s) -> %d image(s) kept, %d duplicate, %d failed",
              len(jobs), status["ok"], status["duplicate"], status["failed"])
+    found = {lab for lab, _ in jobs}
+    missing = [c for c in keywords if c not in found]
+    if missing:
+        raise LabtfError(f"class(es) without candidates: {', '.join(missing)} (the others were "
+                         "downloaded); fix their queries or URLs and run again")
     return counts

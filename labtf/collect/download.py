@@ -52,12 +52,18 @@ def decode_check(data: bytes) -> tuple[str, int, int]:
     Raises:
         ValueError: not a decodable image of a supported format.
     """
+    from labtf.images import MAX_PIXELS   # one cap for every reader
+
     try:
         with Image.open(io.BytesIO(data)) as img:
-            img.load()
             fmt, (w, h) = img.format or "", img.size
+            too_big = w * h > MAX_PIXELS   # from the header, before decoding
+            if not too_big:
+                img.load()
     except Exception as exc:  # Pillow raises many types for bad data
         raise ValueError(f"not a decodable image ({exc.__class__.__name__}: {exc})") from None
+    if too_big:
+        raise ValueError(f"image is {w}x{h} px, more than {MAX_PIXELS // 1_000_000} MP; not decoded")
     if fmt not in FORMAT_EXT:
         raise ValueError(f"unsupported image format '{fmt}'")
     return fmt, w, h

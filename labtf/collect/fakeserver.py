@@ -7,7 +7,10 @@ Serves, on 127.0.0.1 only: ``/v1/images/`` (Openverse-shaped JSON),
 ``/redirect/NAME`` (302 to ``/img/NAME``), ``/away/NAME`` (302 to the same path on host
 ``localhost``), ``/html``, ``/notimage`` (garbage
 with an image type), ``/huge`` (endless image/jpeg stream, bounded at 64 MB) and
-``/drop/NAME`` (closes the connection mid-body).
+``/drop/NAME`` (closes the connection mid-body); Openverse queries ``unauthorized`` (401)
+and ``throttled`` (429 + Retry-After) and Wikimedia ``api-error-CODE`` (HTTP 200 ``error``;
+``ratelimited`` succeeds on the next call) answer like the real APIs' errors; ``/drip/SECONDS`` (an image/jpeg body of
+one byte per second, no Content-Length) and ``/ftp`` (302 to an ``ftp://`` URL).
 """
 from __future__ import annotations
 
@@ -102,7 +105,22 @@ class FakeServer:
                     pass
 
             def _route(self, path: str, parts: list[str], q: dict, hits: int) -> None:
-                if path.startswith("/v1/images"):
+                if path.startswith("/v1/images") and q.get("q") == "unauthorized":
+                    self._send(401, json.dumps({"detail": "Authentication credentials were not "
+                                                          "provided."}).encode(), "application/json")
+                elif path.startswith("/v1/images") and q.get("q") == "throttled":
+                    self._send(429, json.dumps({"detail": "Request was throttled. Expected "
+                                                          "available in 3600 seconds."}).encode(),
+                               "application/json", {"Retry-After": "3600"})
+                elif path == "/w/api.php" and q.get("gsrsearch", "").startswith("api-error-"):
+                    code = q["gsrsearch"][len("api-error-"):]   # first answer: an Action API error
+                    if hits == 1 or code != "ratelimited":
+                        self._json({"error": {"code": code, "info": f"fake {code}", "*": "see docs"},
+                                    "servedby": "fake"})
+                    else:
+                        self._json({"batchcomplete": "", "query": {"pages": {
+                            "7": self._wiki_page(next(iter(srv.images)), 0)}}})
+                elif path.startswith("/v1/images"):
                     names = srv.queries.get(q.get("q", ""), [])
                     page, size = int(q.get("page", 1)), int(q.get("page_size", 20))
                     chunk = names[(page - 1) * size: page * size]
@@ -139,6 +157,18 @@ class FakeServer:
                                {"Location": f"http://localhost:{port}/img/{urllib.parse.quote(parts[1])}"})
                 elif parts[:1] == ["redirect"]:
                     self._send(302, b"", "text/plain", {"Location": f"/img/{urllib.parse.quote(parts[1])}"})
+                elif parts[:1] == ["drip"]:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    for _ in range(int(parts[1])):
+                        self.wfile.write(b"\xff")
+                        self.wfile.flush()
+                        time.sleep(1.0)
+                    self.close_connection = True
+                elif path == "/ftp":
+                    self._send(302, b"", "text/plain", {"Location": "ftp://127.0.0.1/x.jpg"})
                 elif path == "/html":
                     self._send(200, b"<html><body>not an image</body></html>", "text/html")
                 elif path == "/notimage":

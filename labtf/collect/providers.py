@@ -19,6 +19,7 @@ import csv
 import html
 import logging
 import re
+import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,7 @@ class Provider:
         self.client = client
         self.base_url = (base_url or self.default_base_url).rstrip("/")
         self.options = options
+        self.failed_queries: list[str] = []   # "query: reason" of searches that failed
 
     def search(self, query: str, limit: int) -> Iterator[Candidate]:
         """Yield up to ``limit`` candidates for one query."""
@@ -83,6 +85,7 @@ class Provider:
                             return
             except FetchError as exc:
                 log.warning("%s: query '%s' failed: %s", self.name, q, exc)
+                self.failed_queries.append(f"{q}: {exc}")
 
 
 PROVIDERS: dict[str, type[Provider]] = {}
@@ -125,7 +128,8 @@ class Openverse(Provider):
     default_base_url = "https://api.openverse.org"
 
     def search(self, query: str, limit: int) -> Iterator[Candidate]:
-        page_size = int(self.options.get("page_size", 50))
+        # anonymous clients may ask for at most 20 per page (the API answers 401 above)
+        page_size = min(20, int(self.options.get("page_size", 20)))
         n, page, max_pages = 0, 1, int(self.options.get("max_pages", 20))
         while n < limit and page <= max_pages:
             qs = urllib.parse.urlencode({"q": query, "page": page, "page_size": page_size})
@@ -159,18 +163,20 @@ class WikimediaCommons(Provider):
     def search(self, query: str, limit: int) -> Iterator[Candidate]:
         params = {"action": "query", "format": "json", "generator": "search", "gsrsearch": query,
                   "gsrnamespace": "6", "gsrlimit": str(min(50, max(1, limit))),
-                  "prop": "imageinfo", "iiprop": "url|extmetadata|mime"}
+                  "prop": "imageinfo", "iiprop": "url|extmetadata|mime",
+                  "iiurlwidth": str(int(self.options.get("thumb_width", 1024))),   # bitmap thumbs
+                  "maxlag": "5"}
         n, calls = 0, 0
         cont: dict = {}
         while n < limit and calls < int(self.options.get("max_pages", 20)):
             calls += 1
             qs = urllib.parse.urlencode({**params, **cont})
-            data = self.client.get_json(f"{self.base_url}?{qs}")
+            data = self._call(f"{self.base_url}?{qs}")
             pages = (data.get("query") or {}).get("pages") or {}
             items = pages.values() if isinstance(pages, dict) else pages
             for page in sorted(items, key=lambda p: p.get("index", 0)):
                 info = (page.get("imageinfo") or [{}])[0]
-                url, mime = info.get("url"), str(info.get("mime") or "")
+                url, mime = info.get("thumburl") or info.get("url"), str(info.get("mime") or "")
                 if not url or (mime and not mime.startswith("image/")):
                     continue
                 meta = info.get("extmetadata") or {}
@@ -186,12 +192,37 @@ class WikimediaCommons(Provider):
                 return
 
 
+    def _call(self, url: str) -> dict:
+        """One API call; the Action API reports errors as HTTP 200 ``{"error": {code, info}}``:
+        ``ratelimited`` and ``maxlag`` are retried after a wait, the rest raise.
+
+        Raises:
+            FetchError: transport failure or an API error.
+        """
+        waits = [float(w) for w in self.options.get("api_waits", (5.0, 10.0, 20.0))]
+        for attempt in range(len(waits) + 1):
+            data = self.client.get_json(url)
+            err = data.get("error") if isinstance(data, dict) else None
+            if not isinstance(err, dict):
+                return data
+            code, info = str(err.get("code") or "?"), " ".join(str(err.get("info") or "").split())
+            if code not in ("ratelimited", "maxlag") or attempt == len(waits):
+                raise FetchError(f"Wikimedia API error {code}: {info[:300]}", retryable=False)
+            log.info("wikimedia: %s (%s); waiting %gs", code, info[:120], waits[attempt])
+            time.sleep(waits[attempt])
+        raise AssertionError("unreachable")
+
+
 @register_provider("urls")
 class UrlList(Provider):
     """A plain URL list: option ``path`` to a CSV with columns ``label,url`` (optional
     ``license,creator,landing_url``) or a text file of ``label<TAB>url`` lines.
     Queries are ignored; every URL listed for the class is a candidate.
     """
+
+    def labels(self) -> list[str]:
+        """The classes the list names, in first-seen order."""
+        return list(dict.fromkeys(r["label"] for r in self._rows() if r.get("label")))
 
     def _rows(self) -> list[dict]:
         path = Path(self.options.get("path") or "")

@@ -9,6 +9,8 @@ gRPC maps to its status codes with :data:`GRPC_CODES`.
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 
 import numpy as np
 
@@ -32,7 +34,7 @@ def lookup(model, name: str, version: str | int | None) -> None:
     Raises:
         RestError: 400 a malformed version, 404 another model or version.
     """
-    if version is not None and not str(version).isdigit():
+    if version is not None and not re.fullmatch(r"[0-9]{1,18}", str(version)):  # ASCII digits
         raise RestError(400, f"version must be a positive integer, got '{version}'")
     if name != model.name:
         spec = f"Specific({name}, {version})" if version else f"Latest({name})"
@@ -71,7 +73,8 @@ def check_signature(model, signature: str | None, method: str = "predict") -> st
     return sig
 
 
-async def predict_outputs(model, signature: str, arrays: dict, timeout_s: float) -> dict:
+async def predict_outputs(model, signature: str, arrays: dict, timeout_s: float,
+                          deadline: float | None = None) -> dict:
     """Run one signature on validated input arrays.
 
     Args:
@@ -79,26 +82,38 @@ async def predict_outputs(model, signature: str, arrays: dict, timeout_s: float)
         signature: ``serving_default`` (``image_bytes``) or ``serving_pixels`` (``image``).
         arrays: input name -> batch array.
         timeout_s: inference timeout.
+        deadline: ``time.monotonic()`` by which the answer is due (default: now + timeout);
+            decoding stops between images once it has passed.
 
     Returns:
         ``probabilities`` float32 (N,C), ``class_index`` int64 (N,), ``label`` bytes (N,),
         ``cam`` float32 (N,h,w).
 
     Raises:
-        RestError: 400 too many instances or a bad image, 503 busy, 504 timeout.
+        RestError: 400 too many instances, a bad image or non-finite pixels, 413 too many
+            pixels, 503 busy, 504 timeout.
     """
+    from labtf.serving.engine import Expired
+
+    deadline = time.monotonic() + timeout_s if deadline is None else deadline
     n = len(next(iter(arrays.values())))
     if n > MAX_INSTANCES:
         raise RestError(400, f"{n} instances in one request; at most {MAX_INSTANCES}")
     if n == 0:
         raise RestError(400, "the request has no instances (batch of 0)")
     if signature == "serving_default":
-        job = model.infer(blobs=[bytes(b) for b in np.asarray(arrays["image_bytes"]).ravel()])
+        job = model.infer(blobs=[bytes(b) for b in np.asarray(arrays["image_bytes"]).ravel()],
+                          deadline=deadline)
     else:
-        job = model.infer(pixels=np.clip(arrays["image"], 0, 255).astype(np.float32))
+        pixels = np.asarray(arrays["image"], np.float32)
+        if not np.isfinite(pixels).all():
+            bad = int(np.argwhere(~np.isfinite(pixels))[0][0])
+            raise RestError(400, f"instances[{bad}].image: non-finite pixel values (NaN or "
+                                 "Infinity, or beyond float32); pixels must be numbers 0..255")
+        job = model.infer(pixels=np.clip(pixels, 0, 255), deadline=deadline)
     try:
-        probs, cams = await asyncio.wait_for(job, timeout_s)
-    except asyncio.TimeoutError:
+        probs, cams = await asyncio.wait_for(job, max(0.0, deadline - time.monotonic()))
+    except (asyncio.TimeoutError, Expired):
         raise RestError(504, f"inference did not finish within {timeout_s:g} s "
                              "(--timeout-s)") from None
     index = probs.argmax(axis=1)

@@ -11,11 +11,12 @@ _PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>labtf: __TITLE__</title>
 <style>
+ [hidden]{display:none !important}
  body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:46rem;color:#222;padding:0 1rem}
  #drop{border:2px dashed #888;border-radius:8px;padding:1.5rem;text-align:center;cursor:pointer}
  #drop.over{background:#eef5ff;border-color:#36c}
  #out{display:flex;gap:1.5rem;margin-top:1.5rem;align-items:flex-start;flex-wrap:wrap}
- canvas{border:1px solid #ccc;max-width:100%}
+ #out>div{flex:1;min-width:14rem} canvas{border:1px solid #ccc;max-width:100%}
  #label{font-size:1.6rem;font-weight:600} #error{color:#b00020} table{border-collapse:collapse}
  td{padding:.1rem .6rem .1rem 0} .muted{color:#666;font-size:.9rem}
 </style></head><body>
@@ -23,6 +24,7 @@ _PAGE = """<!doctype html>
 <p class="muted" id="status">loading model metadata...</p>
 <div id="drop">Drop an image here, or <label><u>choose a file</u>
  <input type="file" id="file" accept="image/*" hidden></label></div>
+<p class="muted" id="filename" hidden></p>
 <div id="error"></div>
 <div id="out" hidden>
  <canvas id="view" width="320" height="320"></canvas>
@@ -72,8 +74,16 @@ function draw(img, cam) {
   ctx.globalAlpha = 0.45; ctx.drawImage(small, 0, 0, S, S); ctx.globalAlpha = 1;
 }
 
+function clearResult() {
+  $("out").hidden = true;
+  $("label").textContent = ""; $("confidence").textContent = ""; $("top").innerHTML = "";
+  const cv = $("view"); cv.getContext("2d").clearRect(0, 0, cv.width, cv.height);
+}
+
 async function predict(file) {
-  $("error").textContent = ""; document.body.dataset.state = "busy";
+  $("error").textContent = ""; clearResult(); document.body.dataset.state = "busy";
+  $("filename").textContent = file.name + " (" + Math.max(1, Math.round(file.size / 1024)) + " KB)";
+  $("filename").hidden = false;
   try {
     const url = await new Promise((ok, bad) => {
       const r = new FileReader(); r.onload = () => ok(r.result); r.onerror = () => bad(r.error);

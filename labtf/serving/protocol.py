@@ -117,7 +117,10 @@ def parse_predict(body, signatures: dict) -> tuple[str, dict, str]:
     """
     if not isinstance(body, dict):
         raise RestError(400, "request body must be a JSON object with 'instances' or 'inputs'")
-    sig_name = body.get("signature_name") or "serving_default"
+    sig_name = body.get("signature_name")
+    if sig_name is not None and not isinstance(sig_name, str):
+        raise RestError(400, f"'signature_name' must be a string, got {type(sig_name).__name__}")
+    sig_name = sig_name or "serving_default"
     if sig_name not in signatures:
         raise RestError(400, f"Serving signature name: \"{sig_name}\" not found in signature def; "
                              f"available: {', '.join(sorted(signatures))}")
@@ -160,6 +163,8 @@ def parse_predict(body, signatures: dict) -> tuple[str, dict, str]:
     arrays = {n: _to_array(cols[n], info, f"inputs.{n}", True) for n, info in inputs.items()}
     if len({a.shape[0] for a in arrays.values()}) > 1:
         raise RestError(400, "'inputs': the inputs have different batch sizes")
+    if not next(iter(arrays.values())).shape[0]:
+        raise RestError(400, "'inputs' holds 0 examples; send at least one")
     return sig_name, arrays, "columnar"
 
 

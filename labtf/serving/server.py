@@ -9,8 +9,10 @@ Paths and JSON are TF Serving's (see :mod:`labtf.serving.protocol`):
 (:mod:`labtf.serving.grpc_server`), with the same rules and limits. Every
 error is ``{"error": "..."}`` with a 4xx/5xx status; the body size is limited
 (413), inference is bounded (``workers``) and timed out (504), requests beyond
-``max_pending`` get 503. Access logs are JSON lines. SIGTERM/SIGINT stop
-accepting connections, finish in-flight requests, then exit.
+``max_pending`` get 503 before their body is read, and image requests are admitted
+by their decoded pixels (see :mod:`labtf.serving.engine`). Connections that do not
+deliver a complete request within ``timeout_s`` are closed. Access logs are JSON
+lines. SIGTERM/SIGINT stop accepting connections, finish in-flight requests, then exit.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from labtf.serving.api import (classify_scores, example_images, label_version, lookup,
                                predict_outputs)
-from labtf.serving.engine import EdgeModel
+from labtf.serving.engine import MAX_REQUEST_PIXELS, EdgeModel
 from labtf.serving.metrics import METRICS_PATH, ServingMetrics
 from labtf.serving.page import page_html
 from labtf.serving.protocol import (RestError, decode_b64, format_predict, metadata_json,
@@ -104,6 +106,8 @@ async def _handle(request: web.Request, handler):
         resp = _json({"error": exc.message}, exc.status)
         if exc.status == 405:
             resp.headers["Allow"] = request.get("allow", "GET")
+        if exc.status == 503:
+            resp.headers["Retry-After"] = "1"
         return resp
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -132,9 +136,15 @@ async def _read_json(request: web.Request) -> object:
     except asyncio.TimeoutError:
         raise RestError(408, f"request body not received within {opts['timeout_s']:g} s") from None
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise RestError(400, "JSON Parse error: nested too deeply") from None
     except ValueError as exc:
         raise RestError(400, f"JSON Parse error: {exc}") from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"'{name}' is not a number (JSON has no NaN or Infinity)")
 
 
 async def models_route(request: web.Request) -> web.Response:
@@ -166,10 +176,16 @@ async def models_route(request: web.Request) -> web.Response:
 
 
 async def _predict(request: web.Request, model: EdgeModel) -> web.Response:
+    timeout = request.app[OPTS_KEY]["timeout_s"]
+    deadline = time.monotonic() + timeout
+    model.admit_check()   # shed before reading (and holding) the body
     body = await _read_json(request)
-    sig, arrays, fmt = parse_predict(body, model.signatures)
+    try:
+        sig, arrays, fmt = parse_predict(body, model.signatures)
+    except RecursionError:
+        raise RestError(400, "request JSON is nested too deeply for the signature's inputs") from None
     request["instances"] = len(next(iter(arrays.values())))
-    outputs = await predict_outputs(model, sig, arrays, request.app[OPTS_KEY]["timeout_s"])
+    outputs = await predict_outputs(model, sig, arrays, timeout, deadline)
     return _json(format_predict(outputs, fmt))
 
 
@@ -288,9 +304,12 @@ async def run(model: EdgeModel, host: str = "127.0.0.1", port: int = 8501,
     """
     stop = stop or asyncio.Event()
     app = make_app(model, max_body_mb, timeout_s, version_labels)
+    # keepalive_timeout also bounds a connection's wait for its first complete request
+    # (aiohttp >= 3.10 arms it at connect): slow-header clients are closed after timeout_s.
     runner = web.AppRunner(app, handle_signals=False,
                            access_log_class=JsonAccessLogger, access_log=access_log,
-                           shutdown_timeout=max(1.0, min(timeout_s, 30.0)))
+                           shutdown_timeout=max(1.0, min(timeout_s, 30.0)),
+                           keepalive_timeout=timeout_s)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=128)
     try:
@@ -359,7 +378,8 @@ def serve(artifact: str, host: str = "127.0.0.1", port: int = 8501, workers: int
           max_batch: int = 16, max_pending: int = 64, name: str | None = None,
           version: int | None = None, access_log_to: str | None = "-",
           ready: Callable[[str], None] | None = None, grpc_port: int | None = None,
-          version_labels: tuple[str, ...] = ()) -> None:
+          version_labels: tuple[str, ...] = (),
+          max_request_mp: float = MAX_REQUEST_PIXELS / 1e6) -> None:
     """Open ``artifact`` and serve it until SIGTERM/SIGINT (blocking).
 
     ``grpc_port`` adds TF Serving's gRPC API; ``version_labels`` name the served
@@ -370,12 +390,14 @@ def serve(artifact: str, host: str = "127.0.0.1", port: int = 8501, workers: int
     """
     from labtf.errors import LabtfError
 
-    if workers < 1 or max_body_mb <= 0 or timeout_s <= 0 or batch_ms < 0 or max_batch < 1:
-        raise LabtfError("--workers and --max-batch must be >= 1, --max-body-mb and --timeout-s "
-                         "> 0, --batch-ms >= 0")
+    if (workers < 1 or max_body_mb <= 0 or timeout_s <= 0 or batch_ms < 0 or max_batch < 1
+            or max_pending < 1 or max_request_mp <= 0):
+        raise LabtfError("--workers, --max-batch and --max-pending must be >= 1, --max-body-mb, "
+                         "--max-request-mp and --timeout-s > 0, --batch-ms >= 0")
     setup_access_log(access_log_to)
     model = EdgeModel(artifact, workers=workers, name=name, version=version, batch_ms=batch_ms,
-                      max_batch=max_batch, max_pending=max_pending)
+                      max_batch=max_batch, max_pending=max_pending,
+                      max_request_pixels=int(max_request_mp * 1e6))
     try:
         asyncio.run(run(model, host, port, max_body_mb, timeout_s, ready, grpc_port=grpc_port,
                         version_labels={label: model.version for label in version_labels}))
