@@ -86,6 +86,10 @@ def main() -> None:
     ap.add_argument("--precision", default="mixed_bfloat16")
     ap.add_argument("--record", default=None, help="Write the table to this Markdown file.")
     args = ap.parse_args()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from record import Recorder
+
+    rec = Recorder()   # provenance of the results file: command, commit, machine, load
 
     import jax
     import keras
@@ -109,12 +113,8 @@ def main() -> None:
     print(text)
     print(f"tensorflow imported: {'tensorflow' in sys.modules}")
     if args.record:
-        from machine import describe
-
-        from labtf.fileio import write_text
-
-        write_text(args.record, "# labtf's classifier, train and inference throughput\n\n"
-                   + describe(where) + "\n\n" + text + "\n")
+        rec.write(args.record, "# labtf's classifier, train and inference throughput\n\n"
+                  f"Device: {where}.\n\n" + text)
 
 
 if __name__ == "__main__":

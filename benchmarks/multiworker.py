@@ -92,6 +92,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="Override the demo's 20.")
     ap.add_argument("--fine-tune-epochs", type=int, default=None, help="Override the demo's 10.")
     args = ap.parse_args()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from record import Recorder
+
+    rec = Recorder()   # provenance of the results file: command, commit, machine, load
     from labtf.demo import DEMO_SETTINGS
 
     overrides = {k: v for k, v in (("image_size", args.image_size), ("epochs", args.epochs),
@@ -128,13 +132,8 @@ def main() -> None:
     text = "\n".join(lines) + "\n\n" + verdict
     print(text)
     if args.record:
-        from machine import describe
-
-        from labtf.fileio import write_text
-
-        write_text(args.record, "# Demo job: two workers (MultiWorkerMirroredStrategy on loopback) "
-                   "vs one process\n\n" + describe() + "\n\n" + (__doc__.split("\n\n")[1]) + "\n\n"
-                   + text + "\n")
+        rec.write(args.record, "# Demo job: two workers (MultiWorkerMirroredStrategy on loopback) "
+                  "vs one process\n\n" + (__doc__.split("\n\n")[1]) + "\n\n" + text)
 
 
 if __name__ == "__main__":

@@ -170,8 +170,10 @@ def _patient_heartbeats(tf) -> None:
     strategy configures its defaults and this logs why at debug level.
     """
     try:
-        from tensorflow.core.protobuf import coordination_config_pb2
+        from tensorflow.python.distribute import collective_all_reduce_strategy as mwms
         from tensorflow.python.distribute import multi_worker_util
+
+        coordination_config_pb2 = mwms.coordination_config_pb2  # where TF itself found it
         from tensorflow.python.eager import context
 
         if context.context().coordination_service is not None:

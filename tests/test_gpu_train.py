@@ -41,4 +41,4 @@ def test_gpu_train_runs_on_jax_without_tensorflow(tmp_path):
     assert "| efficientnet_lite0 | 3.4 M |" in out and "5,847 / 4,802" in out
     assert "tensorflow imported: False" in out and "tensorflow in sys.modules: False" in out
     text = record.read_text()
-    assert "Command: `python" in text and "load average" in text and "| efficientnet_lite0 |" in text
+    assert "_Recorded" in text and "load average" in text and "| efficientnet_lite0 |" in text

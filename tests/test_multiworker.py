@@ -115,13 +115,13 @@ def test_cli_refuses_cluster_without_multiworker_and_on_jax(shared_data, tmp_pat
     base = [sys.executable, str(ROOT / "cli.py"), "train", str(shared_data), "--out",
             str(tmp_path / "run")]
     res = subprocess.run(base + ["--cluster", "127.0.0.1:1,127.0.0.1:2", "--worker-index", "0"],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=900)
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1] == \
         "error: --cluster and --worker-index are for --strategy multiworker"
     pytest.importorskip("jax")
     res = subprocess.run(base + ["--strategy", "multiworker", "--cluster", "127.0.0.1:1,127.0.0.1:2",
                                  "--worker-index", "0", "--weights", "none"],
-                         capture_output=True, text=True, timeout=300,
+                         capture_output=True, text=True, timeout=900,
                          env={**os.environ, "KERAS_BACKEND": "jax"})
     assert res.returncode == 2, res.stderr[-2000:]
     assert res.stderr.strip().splitlines()[-1].startswith(
