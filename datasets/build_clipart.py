@@ -60,9 +60,10 @@ MARGIN = 0.05          # fraction of the content's longer side
 WHITE_THRESHOLD = 8    # per-channel distance from white that counts as content
 MIN_CONTENT = 64       # px: refuse sources whose content is smaller than this
 ALPHA_THRESHOLD = 8    # alpha at or below this counts as transparent margin
-# The selected sources are all below 1 Mpx; refuse anything absurdly large
-# (a few files in the package are hundreds of megapixels).
-Image.MAX_IMAGE_PIXELS = 20_000_000
+# The selected sources are all below 1 Mpx; main() refuses anything absurdly large (a few
+# files in the package are hundreds of megapixels). Set there, not at import: a test that
+# imports this module must not change Pillow's limit for everything else in its process.
+MAX_SOURCE_PIXELS = 20_000_000
 
 
 def _load(src: Path) -> Image.Image:
@@ -196,6 +197,7 @@ def write_masks(source: Path, rows: list[dict], folder: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    Image.MAX_IMAGE_PIXELS = MAX_SOURCE_PIXELS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE,
                     help="openclipart-png root (default: %(default)s)")

@@ -78,7 +78,9 @@ MIN_CONTENT = 48               # px: drawings whose opaque part is smaller are r
 TEST_FRACTION, VAL_FRACTION = 0.3, 0.1
 #: Classes whose objects are whole rectangles (no alpha needed).
 RECTANGULAR = ("flag", "playing_card")
-Image.MAX_IMAGE_PIXELS = 20_000_000   # a few openclipart files are hundreds of megapixels
+#: Largest source drawing read (a few openclipart files are hundreds of megapixels); checked
+#: from the header, so importing this module leaves Pillow's global limit alone.
+MAX_SOURCE_PIXELS = 20_000_000
 
 
 @dataclass
@@ -99,6 +101,8 @@ def _opaque_crop(path: Path, allow_opaque: bool = False) -> Image.Image | None:
     """
     try:
         with Image.open(path) as im:
+            if im.size[0] * im.size[1] > MAX_SOURCE_PIXELS:
+                return None
             im.load()
             rgba = im.convert("RGBA")
     except (OSError, Image.DecompressionBombError, ValueError):

@@ -79,8 +79,11 @@ def shared_data(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("shared") / "data", per_class=20)
 
 
+#: A tiny random-init run. It trains the whole network every epoch (cache_views 0): the
+#: trunk cache, labtf's default, has its own tests (test_trunk_cache, test_hostile_resume).
 TINY = {"backbone": "efficientnet_lite0", "weights": "none", "image_size": 64, "batch_size": 8,
-        "epochs": 2, "fine_tune_epochs": 1, "fine_tune_blocks": 1, "early_stopping_patience": 0}
+        "epochs": 2, "fine_tune_epochs": 1, "fine_tune_blocks": 1, "early_stopping_patience": 0,
+        "cache_views": 0}
 
 
 @pytest.fixture(scope="session")

@@ -332,3 +332,33 @@ def test_int8_rounding_choice_is_recorded_and_checked(trained_run, tmp_path, art
     assert read_embedded(tmp_path / "model_int8.tflite")["int8_rounding"] == "nearest"
     with pytest.raises(LabtfError, match="choose one of: adaptive, nearest"):
         export(trained_run.path, "tflite", tmp_path / "x", quantize="int8", int8_rounding="up")
+
+
+def test_float16_tflite_all_zero_cam_is_zero_not_nan():
+    """A CAM that ReLU kills everywhere must come out as zeros in float16 TF-Lite: its
+    constants are stored as float16, where the old divisor floor 1e-30 became 0 (0/0 = NaN)."""
+    pytest.importorskip("ai_edge_litert")
+    import keras
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from labtf.export_model import TopClassCAM
+
+    inp = keras.Input((8, 8, 3), name="image")
+    feats = keras.layers.Conv2D(4, 1, activation="relu")(inp)
+    probs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(feats))
+    cam = TopClassCAM(-np.ones((4, 2), np.float32))(feats, probs)   # every map <= 0 -> ReLU 0
+    model = keras.Model(inp, {"probabilities": probs, "cam": cam})
+    fn = tf.function(lambda x: model(x), autograph=False)
+    conv = tf.lite.TFLiteConverter.from_concrete_functions(
+        [fn.get_concrete_function(tf.TensorSpec((1, 8, 8, 3), tf.float32))], model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.target_spec.supported_types = [tf.float16]
+    it = Interpreter(model_content=conv.convert())
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"],
+                  np.random.default_rng(0).uniform(0, 255, (1, 8, 8, 3)).astype(np.float32))
+    it.invoke()
+    outs = {tuple(o["shape"]): it.get_tensor(o["index"]) for o in it.get_output_details()}
+    cam_out = outs[(1, 8, 8)]
+    assert np.isfinite(cam_out).all() and np.all(cam_out == 0)
