@@ -294,7 +294,9 @@ def table(results: dict[str, list[dict]]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("scenes", type=Path)
-    ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    ap.add_argument("--recipes", nargs="+", default=list(RECIPES),
+                    help=f"Recipes, each optionally with its own seeds (lpft_cosine@0,1); "
+                         f"known: {', '.join(RECIPES)}.")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--out", type=Path, default=Path("runs/scenes"))
     ap.add_argument("--no-record", action="store_true")
@@ -303,8 +305,11 @@ def main() -> None:
 
     rec = Recorder()
     results: dict[str, list[dict]] = {}
-    for recipe in args.recipes:
-        for seed in args.seeds:
+    for item in args.recipes:
+        recipe, _, own = item.partition("@")
+        if recipe not in RECIPES:
+            ap.error(f"unknown recipe '{recipe}'; known: {', '.join(RECIPES)}")
+        for seed in ([int(x) for x in own.split(",")] if own else args.seeds):
             out = args.out / f"{recipe}-s{seed}"
             cache = out / "scores.json"
             if cache.is_file():
