@@ -121,6 +121,20 @@ def _callbacks(run: Path, stage: int, monitor: str, patience: int, best_so_far: 
     return cbs
 
 
+def fit_from_backup(model: keras.Model, *args, **kwargs) -> keras.callbacks.History:
+    """``model.fit`` that starts at epoch 0 unless its own BackupAndRestore restores a later one.
+
+    BackupAndRestore sets ``model._initial_epoch`` from its backup and keras never clears
+    it, so a second ``fit`` (stage 2 after a resumed stage 1) would start at the first
+    fit's epoch and lose epochs.
+    """
+    model._initial_epoch = None
+    try:
+        return model.fit(*args, **kwargs)
+    finally:
+        model._initial_epoch = None
+
+
 def _backup(run: Path, stage: int) -> Path:
     return run / "backup" / f"stage{stage}"
 
@@ -332,13 +346,9 @@ def _train(config: TrainConfig, out: Path, resume: bool, verbose: int) -> Run:
                      else "", f", resuming after epoch {len(rows)}" if rows else "")
             callbacks = _callbacks(out, stage, monitor, config.early_stopping_patience, best,
                                    prior, model) + extra
-            # BackupAndRestore sets model._initial_epoch and fit never clears it: without
-            # this, a resumed stage 1 would make stage 2 start at stage 1's epoch
-            fit_model._initial_epoch = None
-            hist = fit_model.fit(fit_train, validation_data=fit_val, epochs=epochs,
-                                 class_weight=weights, verbose=verbose, shuffle=False,
-                                 callbacks=callbacks)
-            fit_model._initial_epoch = None
+            hist = fit_from_backup(fit_model, fit_train, validation_data=fit_val, epochs=epochs,
+                                   class_weight=weights, verbose=verbose, shuffle=False,
+                                   callbacks=callbacks)
             best = _best(hist, monitor, best)
         state = {"done": state["done"] + [stage], "monitor": monitor, "best": best,
                  "fit_seconds": state.get("fit_seconds", 0.0) + time.time() - t_stage}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from labtf.config import TrainConfig
-from labtf.training import _early_stop_state, _stage_rows, train
+from labtf.training import _early_stop_state, _stage_rows, fit_from_backup, train
 
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["--backbone", "efficientnet_lite0", "--weights", "none", "--image-size", "64",
@@ -171,3 +171,30 @@ def test_early_stopping_replay_matches_keras():
             if stopped:
                 break
         assert np.isclose(best, min(values[:n]))
+
+
+def test_a_fit_after_a_resumed_fit_runs_all_its_epochs(tmp_path):
+    """The defect in small: fit 1 is killed after epoch 2 and resumed from its backup; fit 2
+    (stage 2) must run all its epochs. Plain ``model.fit`` ran 1 of 3 (keras' leftover
+    ``_initial_epoch``)."""
+    import keras
+    import numpy as np
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt     # after BackupAndRestore saved epoch 2
+
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    y = (x[:, :1] > 0).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    backup = str(tmp_path / "backup")
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=4, verbose=0,
+                  callbacks=[keras.callbacks.BackupAndRestore(backup), Kill()])
+    resumed = fit_from_backup(model, x, y, epochs=4, verbose=0,
+                              callbacks=[keras.callbacks.BackupAndRestore(backup)])
+    assert resumed.epoch == [2, 3]
+    stage2 = fit_from_backup(model, x, y, epochs=3, verbose=0)
+    assert stage2.epoch == [0, 1, 2]

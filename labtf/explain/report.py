@@ -24,7 +24,7 @@ CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;
 color:#222}table{border-collapse:collapse;margin:.6em 0;font-size:13px}td,th{border:1px solid #bbb;
 padding:3px 7px;text-align:right}th{background:#eee}td:first-child{text-align:left}
 .scroll{overflow-x:auto;max-width:100%}.meta td{text-align:left}
-.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:10px}
+.gallery{display:grid;grid-template-columns:repeat(4,minmax(0,1fr));gap:10px}
 figure{margin:0;text-align:center;font-size:12px}.gallery img{width:100%}figcaption{margin-top:2px}
 img{max-width:100%}.bad{color:#b00;font-weight:bold}.note{color:#555}"""
 
@@ -138,9 +138,9 @@ def _run_facts(run, meta: dict) -> str:
 
     model = run.file(run.MODEL)
     trained = time.strftime("%Y-%m-%d %H:%M", time.localtime(model.stat().st_mtime))
-    try:
-        data = run.config.data
-    except (LabtfError, OSError):
+    try:        # the raw file: a config written by another labtf version still names its data
+        data = run.read_json("config.json").get("data", "?")
+    except (LabtfError, ValueError, AttributeError):
         data = "?"
     secs = meta.get("train_seconds")
     took = f"{secs / 60:.1f} min ({secs:.0f} s)" if isinstance(secs, (int, float)) else "?"
