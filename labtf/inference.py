@@ -116,6 +116,12 @@ class TFLitePredictor(_ArtifactPredictor):
         return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
     def _run(self, images):
+        signature = self.inputs["image"].get("shape_signature", self.inputs["image"]["shape"])
+        if signature[0] == 1 and len(images) > 1:  # fixed batch 1 (the web export): one by one
+            parts = [self._run(images[i:i + 1]) for i in range(len(images))]
+            cams = [c for _, c in parts]
+            return (np.concatenate([p for p, _ in parts]),
+                    None if cams[0] is None else np.concatenate(cams))
         x = self._quantize(np.asarray(images, np.float32), self.inputs["image"])
         out = self.runner(image=x)
         probs = self._dequantize(out["probabilities"], self.outputs["probabilities"])
