@@ -18,6 +18,7 @@ import numpy as np
 
 from labtf.errors import LabtfError
 from labtf.predict import PREDICTORS, Predictor
+from labtf.serving.static import is_web_bundle
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +214,8 @@ PREDICTORS.extend([
     (_is_saved_model, SavedModelPredictor,
      "a labtf SavedModel (<base>/<name>/<version>/ or a folder with saved_model.pb)"),
     (_suffix(".tflite"), TFLitePredictor, "a .tflite file exported by labtf"),
+    (is_web_bundle, lambda path: TFLitePredictor(path / "model.tflite"),
+     "a web app folder (labtf export --format web)"),
     (_suffix(".onnx"), ONNXPredictor, "an .onnx file exported by labtf"),
     (_suffix(".engine", ".plan"), TensorRTPredictor, "a TensorRT .engine/.plan exported by labtf"),
 ])
