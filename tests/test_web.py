@@ -63,7 +63,11 @@ for (const [i, w, h, size, mode] of JSON.parse(fs.readFileSync('cases.json'))) {
   const ref = new Uint8Array(fs.readFileSync(`ref${i}_${size}_${mode}.raw`));
   const got = toSquare(img, w, h, size, mode);
   let maxd = 0, nd = 0;
-  for (let k = 0; k < ref.length; k++) { const d = Math.abs(ref[k] - got[k]); if (d) nd++; maxd = Math.max(maxd, d); }
+  for (let k = 0; k < ref.length; k++) {
+    const d = Math.abs(ref[k] - got[k]);
+    if (d) nd++;
+    maxd = Math.max(maxd, d);
+  }
   out.push([maxd, nd / ref.length, got.length === ref.length]);
 }
 console.log(JSON.stringify(out));
@@ -78,8 +82,9 @@ console.log(JSON.stringify(out));
 
 
 def test_static_server_types_and_csp(tmp_path):
-    from labtf.serving.static import CSP, is_web_bundle, make_server
     import threading
+
+    from labtf.serving.static import CSP, is_web_bundle, make_server
 
     for name in ("index.html", "model.json", "model.tflite", "sw.js"):
         (tmp_path / name).write_text("x")
