@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="folder for the bundles (new)")
     ap.add_argument("--record", default=None, help="write the Markdown here")
     ap.add_argument("--screenshot", default=None, help="phone screenshot PNG of the int8 page")
+    ap.add_argument("--quantize", nargs="+", default=["int8", "none"], choices=["int8", "none", "float16"],
+                    help="bundles to measure")
     args = ap.parse_args()
     from cdp import chromium_path
     from webdrive import compare, run_page
@@ -78,7 +80,7 @@ def main() -> None:
     size, resize = int(run.meta["image_size"]), run.meta.get("resize", "crop")
     out = Path(args.out)
     rows, checks = [], []
-    for q in ("int8", "none"):
+    for q in args.quantize:
         t = time.monotonic()
         bundle = export(run.path, "web", out / f"app_{q}", quantize=q)
         export_s = time.monotonic() - t
@@ -112,7 +114,8 @@ def main() -> None:
 
     text = (f"# Web app: {run.meta.get('backbone')} {size} px {resize}, {len(run.classes)} classes, "
             f"{len(paths)} test images\n\n"
-            f"Command: `python benchmarks/web_app.py {args.run} --out {args.out}"
+            f"Command: `python benchmarks/web_app.py {args.run} --out {args.out} "
+            f"--quantize {' '.join(args.quantize)}"
             f"{' --screenshot ' + args.screenshot if args.screenshot else ''}`  \n"
             f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; machine: "
             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU, "
