@@ -214,9 +214,9 @@ def _export_choices(field: str) -> list[str]:
 @click.argument("run")
 @click.option("--format", "fmt", required=True, type=click.Choice(_export_choices("name")),
               help="Artifact format (exporters.FORMATS).")
-@click.option("--quantize", default="none", show_default=True,
-              type=click.Choice(_export_choices("quantize")),
-              help="tflite: none|float16|int8; tensorrt: float16|int8.")
+@click.option("--quantize", default=None, type=click.Choice(_export_choices("quantize")),
+              help="tflite/onnx/saved_model: none (default)|float16|int8; tensorrt: "
+                   "float16 (default)|int8; web: int8 (default)|none|float16.")
 @click.option("--io-type", default="float32", show_default=True,
               type=click.Choice(["float32", "uint8", "int8"]), help="int8 tflite input/output type.")
 @click.option("--calibration-images", default=100, show_default=True,
@@ -255,13 +255,17 @@ def export_cmd(run, fmt, quantize, io_type, calibration_images, int8_rounding, o
     opts = {"io_type": io_type, "int8_rounding": int8_rounding, "version": version,
             "classifier_twin": classifier_twin, "author": author,
             "license": license_} if fmt == "tflite" else {}
-    if fmt in ("tflite", "tensorrt"):
+    if fmt == "web":
+        opts = {"int8_rounding": int8_rounding}
+    if fmt in ("tflite", "tensorrt", "web"):
         opts["calibration_images"] = calibration_images
     if fmt == "saved_model":
         opts = {"name": name, "version": version, "batching": batching}
     artifact = export(run, fmt, serving_base or out, quantize=quantize, overwrite=overwrite, **opts)
     out = out or serving_base
     click.echo(f"exported: {artifact}")
+    if fmt == "web":
+        click.echo(f"serve it: labtf serve {artifact}   (phones: host it over https to install it)")
     if fmt == "saved_model":
         from labtf.serving.repository import command_lines
 
@@ -317,7 +321,13 @@ def benchmark(artifacts, run_path, runs, batch_size):
                    "repeatable.")
 @user_errors
 def serve(artifact, **opts):
-    """Serve ARTIFACT over TF Serving's REST (and gRPC) API (+ a try-it page at /)."""
+    """Serve ARTIFACT over TF Serving's REST (and gRPC) API (+ a try-it page at /); a web
+    bundle (labtf export --format web) is served as static files."""
+    from labtf.serving.static import is_web_bundle, serve_static
+
+    if is_web_bundle(artifact):
+        return serve_static(artifact, opts["host"], opts["port"],
+                            ready=lambda url: click.echo(f"serving the web app on {url}/  (Ctrl-C to stop)"))
     from labtf.serving.server import serve as do_serve
 
     def ready(url: str) -> None:

@@ -44,6 +44,9 @@ FORMATS: dict[str, Format] = {f.name: f for f in [
            "ONNX (tf2onnx), labels in metadata_props", runtime_requires=("onnxruntime",)),
     Format("tensorrt", "exporters.tensorrt", "tensorrt", ("tensorrt", "tf2onnx", "onnx"),
            ("float16", "int8"), "TensorRT engine from the ONNX export (GPU host)"),
+    Format("web", "exporters.web", "", ("tensorflow",), ("int8", "none", "float16"),
+           "offline browser app (LiteRT.js from npm): photo -> labels + CAM overlay",
+           runtime_requires=("ai_edge_litert",)),
 ]}
 
 
@@ -73,7 +76,7 @@ def require(modules: tuple, extra: str, what: str) -> None:
                              f"{hint}") from None
 
 
-def export(run_path, fmt: str, out, quantize: str = "none", overwrite: bool = False,
+def export(run_path, fmt: str, out, quantize: str | None = None, overwrite: bool = False,
            **opts) -> Path:
     """Export a run folder to one format.
 
@@ -81,7 +84,7 @@ def export(run_path, fmt: str, out, quantize: str = "none", overwrite: bool = Fa
         run_path: the run folder.
         fmt: a key of :data:`FORMATS`.
         out: output folder.
-        quantize: one of the format's ``quantize`` values.
+        quantize: one of the format's ``quantize`` values (``None``: its first).
         overwrite: replace an existing artifact.
         **opts: format options (``io_type``, ``name``, ``version``, ...).
 
@@ -94,6 +97,7 @@ def export(run_path, fmt: str, out, quantize: str = "none", overwrite: bool = Fa
     from labtf.run import Run
 
     spec = get_format(fmt)
+    quantize = quantize or spec.quantize[0]
     if fmt == "tensorrt" and quantize == "none":
         quantize = "float16"
     if quantize not in spec.quantize:

@@ -52,8 +52,11 @@ def artifact_name(quantize: str, with_cam: bool = True) -> str:
     return f"model_{tag}{'' if with_cam else '_classifier'}.tflite"
 
 
-def saved_model_converter(export_model, image_size: int):
+def saved_model_converter(export_model, image_size: int, batch: int | None = None):
     """A TFLiteConverter over the export model's ``serving_default`` SavedModel.
+
+    ``batch`` fixes the batch dimension (1 for runtimes that refuse a dynamic one, such as
+    LiteRT.js); ``None`` leaves it dynamic.
 
     Returns:
         (temporary folder holding the SavedModel, to ``cleanup()`` after converting;
@@ -64,7 +67,7 @@ def saved_model_converter(export_model, image_size: int):
     import keras
     import tensorflow as tf
 
-    _, spec = tf_function(export_model, image_size)
+    _, spec = tf_function(export_model, image_size, batch)
     tmp = tempfile.TemporaryDirectory(prefix="labtf_tflite_")
     archive = keras.export.ExportArchive()
     archive.track(export_model)
@@ -99,7 +102,7 @@ def int8_model(run, representative, rounding: str = "adaptive", reference=None):
 
 
 def convert(export_model, image_size: int, quantize: str = "none", io_type: str = "float32",
-            representative=None) -> bytes:
+            representative=None, batch: int | None = None) -> bytes:
     """Convert a Keras export model to TF-Lite flatbuffer bytes.
 
     Args:
@@ -108,6 +111,7 @@ def convert(export_model, image_size: int, quantize: str = "none", io_type: str 
         quantize: ``none``, ``float16`` or ``int8``.
         io_type: input/output type for int8 (``float32`` keeps float I/O).
         representative: float32 (N,S,S,3) calibration images (int8 only).
+        batch: fixed batch size of the input (``None``: dynamic).
 
     Raises:
         LabtfError: bad option combination.
@@ -122,7 +126,7 @@ def convert(export_model, image_size: int, quantize: str = "none", io_type: str 
         raise LabtfError(f"unknown --io-type '{io_type}'; choose one of: {', '.join(IO_TYPES)}")
     if io_type != "float32" and quantize != "int8":
         raise LabtfError("--io-type uint8/int8 needs --quantize int8")
-    tmp, converter = saved_model_converter(export_model, image_size)
+    tmp, converter = saved_model_converter(export_model, image_size, batch)
     if quantize == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -207,7 +211,8 @@ def export_tflite(run, path: str | Path, quantize: str = "none", io_type: str = 
                   calibration_images: int = 100, int8_rounding: str = "adaptive",
                   with_cam: bool = True, classifier_twin: bool = True, overwrite: bool = False,
                   version: str | int = 1, author: str = "labtf",
-                  license: str = "unspecified", **_: object) -> Path:
+                  license: str = "unspecified", batch: int | None = None,
+                  **_: object) -> Path:
     """Export ``run`` to ``<path>/model_<fp32|fp16|int8>.tflite`` (+ a classifier twin).
 
     Args:
@@ -224,6 +229,7 @@ def export_tflite(run, path: str | Path, quantize: str = "none", io_type: str = 
             (probabilities only: the file MediaPipe's ImageClassifier loads).
         overwrite: replace existing files.
         version, author, license: TFLite Metadata fields.
+        batch: fix the input's batch dimension (``None``: dynamic; the web app needs 1).
 
     Returns:
         The .tflite path (the CAM model when ``with_cam``).
@@ -254,9 +260,9 @@ def export_tflite(run, path: str | Path, quantize: str = "none", io_type: str = 
     for cam, target in zip(variants, targets):
         export_model = build_export_model(model, meta.get("cam_layer"), with_cam=cam,
                                           normalize_cam=normalize)
-        flat = convert(export_model, size, quantize, io_type, representative)
+        flat = convert(export_model, size, quantize, io_type, representative, batch)
         info = run_meta(run, "tflite", quantize=quantize, io_type=io_type, with_cam=cam,
-                        cam_normalized=normalize, int8_rounding=rounding)
+                        cam_normalized=normalize, int8_rounding=rounding, batch=batch)
         if not cam:
             info["outputs"] = {"probabilities": info["outputs"]["probabilities"]}
         data = embed(flat, run.classes, info, name=name, version=str(version), author=author,

@@ -18,6 +18,7 @@ import numpy as np
 
 from labtf.errors import LabtfError
 from labtf.predict import PREDICTORS, Predictor
+from labtf.serving.static import is_web_bundle
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,12 @@ class TFLitePredictor(_ArtifactPredictor):
         return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
     def _run(self, images):
+        signature = self.inputs["image"].get("shape_signature", self.inputs["image"]["shape"])
+        if signature[0] == 1 and len(images) > 1:  # fixed batch 1 (the web export): one by one
+            parts = [self._run(images[i:i + 1]) for i in range(len(images))]
+            cams = [c for _, c in parts]
+            return (np.concatenate([p for p, _ in parts]),
+                    None if cams[0] is None else np.concatenate(cams))
         x = self._quantize(np.asarray(images, np.float32), self.inputs["image"])
         out = self.runner(image=x)
         probs = self._dequantize(out["probabilities"], self.outputs["probabilities"])
@@ -211,6 +218,8 @@ PREDICTORS.extend([
     (_is_saved_model, SavedModelPredictor,
      "a labtf SavedModel (<base>/<name>/<version>/ or a folder with saved_model.pb)"),
     (_suffix(".tflite"), TFLitePredictor, "a .tflite file exported by labtf"),
+    (is_web_bundle, lambda path: TFLitePredictor(path / "model.tflite"),
+     "a web app folder (labtf export --format web)"),
     (_suffix(".onnx"), ONNXPredictor, "an .onnx file exported by labtf"),
     (_suffix(".engine", ".plan"), TensorRTPredictor, "a TensorRT .engine/.plan exported by labtf"),
 ])

@@ -6,6 +6,7 @@
 * :mod:`labtf.serving.client`: :class:`Client` for ``/v1/models/...`` (TF Serving
   or ``labtf serve``); standard library only.
 * :mod:`labtf.serving.server`: ``labtf serve`` (aiohttp), imported on demand.
+* :mod:`labtf.serving.static`: ``labtf serve DIR`` for a web-app folder (standard library).
 """
 from __future__ import annotations
 
