@@ -309,7 +309,8 @@ def benchmark(artifacts, run_path, runs, batch_size):
 @click.option("--max-request-mp", default=100.0, show_default=True,
               help="Decoded megapixels one request may carry, read from image headers (413).")
 @click.option("--name", default=None,
-              help="Model name in the URL [as TF Serving would name the run: its folder name; 'labtf' if unknown].")
+              help="Model name in the URL [as TF Serving would name the run: its folder name; "
+                   "'labtf' if unknown].")
 @click.option("--version", "version", type=int, default=None, help="Served version [artifact's or 1].")
 @click.option("--access-log", default="-", show_default=True,
               help="JSON-lines access log: '-' stderr, a file, or '' for none.")
@@ -326,8 +327,8 @@ def serve(artifact, **opts):
     from labtf.serving.static import is_web_bundle, serve_static
 
     if is_web_bundle(artifact):
-        return serve_static(artifact, opts["host"], opts["port"],
-                            ready=lambda url: click.echo(f"serving the web app on {url}/  (Ctrl-C to stop)"))
+        return serve_static(artifact, opts["host"], opts["port"], ready=lambda url: click.echo(
+            f"serving the web app on {url}/  (Ctrl-C to stop)"))
     from labtf.serving.server import serve as do_serve
 
     def ready(url: str) -> None:
