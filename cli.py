@@ -146,10 +146,11 @@ def train(data, out, resume, no_augment, cluster, worker_index, **opts):
 def evaluate(run, data, top_k):
     """Evaluate RUN on its test split, or on DATA; writes metrics and the confusion table."""
     from labtf.evaluation import evaluate as do_eval
+    from labtf.evaluation import summary_line
+
     m = do_eval(run, data, k=top_k)
     click.echo((Path(run) / "confusion.md").read_text())
-    click.echo(f"accuracy {100 * m['accuracy']:.2f}%  top-{m['top_k']} "
-               f"{100 * m['top_k_accuracy']:.2f}%  on {m['n_test']} images")
+    click.echo(summary_line(m))
 
 
 @main.command()
@@ -362,10 +363,11 @@ def demo(out, resume, epochs, fine_tune_epochs):
 
     overrides = {k: v for k, v in {"epochs": epochs, "fine_tune_epochs": fine_tune_epochs}.items()
                  if v is not None}
+    from labtf.evaluation import summary_line
+
     m = run_demo(out, resume=resume, **overrides)
     click.echo((Path(out) / "confusion.md").read_text())
-    click.echo(f"demo: test accuracy {100 * m['accuracy']:.2f}% on {m['n_test']} images; "
-               f"run in {out}")
+    click.echo(f"demo: test {summary_line(m)}; run in {out}")
 
 
 EXPLAIN_METHODS = ("gradcam", "gradcam++", "scorecam", "faster-scorecam", "layercam", "saliency",
@@ -383,18 +385,22 @@ EXPLAIN_METHODS = ("gradcam", "gradcam++", "scorecam", "faster-scorecam", "layer
               help="Also write image | Grad-CAM | Guided Backprop | Guided Grad-CAM panels.")
 @click.option("--out", default="explanations", show_default=True,
               help="Output folder (existing files are never overwritten).")
+@click.option("--batch-size", default=8, show_default=True, help="Images per batch.")
 @user_errors
-def explain(run, images, method, class_name, layer, panel, out):
-    """Saliency maps (.npy), overlays (.png) and a contact sheet for IMAGES."""
+def explain(run, images, method, class_name, layer, panel, out, batch_size):
+    """Saliency maps (.npy), overlays (.png) and contact sheets for IMAGES."""
     from labtf.explain.batch import explain_files
 
-    results = explain_files(run, list(images), method, class_name, layer, out, panel)
+    results, sheets = explain_files(run, list(images), method, class_name, layer, out, panel,
+                                    batch_size)
     failed = [r for r in results if r.error]
     for r in results:
         if r.error:
             click.echo(f"error: {r.error}", err=True)
         else:
-            click.echo(f"{r.path}\t{r.label} {r.confidence:.2f}\t{r.outputs[1]}")
+            click.echo(f"{r.path}\t{r.label} {r.confidence:.2f}\t" + " ".join(map(str, r.outputs)))
+    for sheet in sheets:
+        click.echo(f"sheet: {sheet}")
     if failed:
         click.echo(f"{len(failed)} of {len(results)} image(s) could not be read", err=True)
         sys.exit(1)
@@ -408,24 +414,32 @@ def explain(run, images, method, class_name, layer, panel, out):
               help="Comma-separated methods [gradcam,gradcam++,layercam,faster-scorecam,"
                    "saliency,smoothgrad,guided,guided-gradcam].")
 @click.option("--steps", default=16, show_default=True, help="Deletion/insertion steps.")
-@click.option("--limit", type=int, default=None, help="Evaluate at most N images.")
+@click.option("--limit", type=int, default=None,
+              help="Evaluate N images drawn evenly across the classes (seeded by --seed).")
 @click.option("--sanity-images", default=6, show_default=True,
               help="Images for the parameter-randomization test (0: skip).")
+@click.option("--batch-size", default=8, show_default=True,
+              help="Images per batch (memory grows with it, not with the number of images).")
+@click.option("--seed", default=0, show_default=True,
+              help="Seed of the --limit draw, the random baseline and the randomization.")
 @click.option("--out", default=None, help="Folder for explain_eval.md/.json [RUN].")
 @click.option("--label-randomization", "twin", default=None, metavar="DIR",
               help="Also compare with a twin run trained on shuffled labels, in DIR "
                    "(trained there first with the run's settings unless finished; its "
                    "manifest goes beside it, DIR_shuffled_labels.csv).")
 @user_errors
-def explain_eval(run, data, masks, methods, steps, limit, sanity_images, out, twin):
+def explain_eval(run, data, masks, methods, steps, limit, sanity_images, batch_size, seed, out,
+                 twin):
     """Faithfulness of the maps: deletion/insertion AUC, randomization, pointing game."""
     from labtf.explain.faithfulness import explain_eval as do_eval
     from labtf.explain.faithfulness import table_markdown
 
     names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-    result = do_eval(run, data, names, masks, steps, limit, sanity_images, out,
-                     label_randomization=twin)
+    result = do_eval(run, data, names, masks, steps, limit, sanity_images, out, seed,
+                     label_randomization=twin, batch_size=batch_size)
     click.echo(table_markdown(result))
+    for path in result["written"]:
+        click.echo(f"written: {path}")
 
 
 @main.command()

@@ -60,8 +60,25 @@ def _markdown(rows: list[list[str]]) -> str:
 
 
 def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], k: int = 3) -> dict:
-    """Accuracy, top-k accuracy, per-class accuracy/precision/recall/F1 and the confusion matrix."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+    """Accuracy, balanced accuracy, macro F1, top-k accuracy, per-class scores, confusion matrix.
+
+    ``balanced_accuracy`` is the mean recall over the classes present in ``y_true``;
+    ``macro_f1`` the unweighted mean F1 over the classes in ``y_true`` or predicted
+    (scikit-learn's definitions).
+
+    Args:
+        y_true: true class indices (N,).
+        probs: class probabilities (N, C).
+        classes: class names in index order.
+        k: the k of top-k accuracy (capped at C - 1).
+
+    Returns:
+        The metrics dict (the body of ``metrics.json``).
+    """
+    import warnings
+
+    from sklearn.metrics import (balanced_accuracy_score, confusion_matrix, f1_score,
+                                 precision_recall_fscore_support)
 
     n = len(classes)
     y_pred = probs.argmax(axis=1)
@@ -74,10 +91,21 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], k
                      "accuracy": float(cm[i, i] / support[i]) if support[i] else None,
                      "precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i])}
                  for i, c in enumerate(classes)}
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true" on a subset
+        warnings.simplefilter("ignore")
+        balanced = float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else 0.0
+    macro_f1 = float(f1_score(y_true, y_pred, average="macro", zero_division=0)) if len(y_true) else 0.0
     return {"accuracy": float((y_pred == y_true).mean()) if len(y_true) else 0.0,
+            "balanced_accuracy": balanced, "macro_f1": macro_f1,
             "top_k": k, "top_k_accuracy": float((topk == y_true[:, None]).any(axis=1).mean()),
-            "macro_f1": float(f.mean()), "per_class": per_class, "n_test": int(len(y_true)),
-            "confusion_matrix": cm.tolist()}
+            "per_class": per_class, "n_test": int(len(y_true)), "confusion_matrix": cm.tolist()}
+
+
+def summary_line(m: dict) -> str:
+    """One line for the terminal: accuracy, balanced accuracy, macro F1, top-k, count."""
+    return (f"accuracy {100 * m['accuracy']:.2f}%  balanced {100 * m['balanced_accuracy']:.2f}%  "
+            f"macro-F1 {m['macro_f1']:.3f}  top-{m['top_k']} {100 * m['top_k_accuracy']:.2f}%  "
+            f"on {m['n_test']} images")
 
 
 def _samples_for(run: Run, data: str | None, classes: list[str]) -> tuple[list[Sample], str]:
@@ -137,8 +165,7 @@ def evaluate(run: Run | str | Path, data: str | None = None, batch_size: int = 3
                    f"{meta['backbone']}: {100 * metrics['accuracy']:.1f}% on {len(samples)} images")
     _write_predictions(run.file("predictions.csv"), samples, classes, probs)
     write_json(run.file("metrics.json"), metrics)
-    log.debug("accuracy %.4f, top-%d %.4f on %d images", metrics["accuracy"], metrics["top_k"],
-             metrics["top_k_accuracy"], metrics["n_test"])
+    log.debug(summary_line(metrics))
     return metrics
 
 

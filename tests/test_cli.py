@@ -67,7 +67,10 @@ def test_evaluate_prints_poster_table(trained_run):
     assert "| Object | Class | # Test Images | 1 | 2 | 3 | Class Acc. (%) |" in res.output
     assert "| TOTAL |" in res.output
     m = json.loads(trained_run.file("metrics.json").read_text())
-    assert {"accuracy", "top_k_accuracy", "per_class", "n_test"} <= set(m)
+    assert {"accuracy", "balanced_accuracy", "macro_f1", "top_k_accuracy", "per_class",
+            "n_test"} <= set(m)
+    assert f"balanced {100 * m['balanced_accuracy']:.2f}%" in res.output
+    assert f"macro-F1 {m['macro_f1']:.3f}" in res.output
     assert m["n_test"] == sum(v["n"] for v in m["per_class"].values()) == 12
     total = sum(m["confusion_matrix"][i][i] for i in range(3)) / m["n_test"]
     assert m["accuracy"] == pytest.approx(total)

@@ -21,6 +21,26 @@ def test_metrics_by_hand():
     assert m["per_class"]["b"]["precision"] == pytest.approx(0.5)
 
 
+def test_balanced_accuracy_and_macro_f1_by_hand_and_against_sklearn():
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    classes = ["a", "b", "c"]
+    y = np.array([0] * 6 + [1, 1, 2, 2])
+    pred = np.array([0] * 6 + [0, 1, 0, 2])
+    m = compute_metrics(y, np.eye(3)[pred], classes)
+    assert m["accuracy"] == pytest.approx(0.8)
+    assert m["balanced_accuracy"] == pytest.approx((1 + 0.5 + 0.5) / 3)  # mean recall
+    f1_a = 2 * 0.75 * 1 / 1.75  # precision 6/8, recall 1
+    assert m["macro_f1"] == pytest.approx((f1_a + 2 / 3 + 2 / 3) / 3)
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
+    assert m["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"))
+    # another dataset without class c (never predicted either): c does not count as F1 0
+    y2, pred2 = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])
+    m2 = compute_metrics(y2, np.eye(3)[pred2], classes)
+    assert m2["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+    assert m2["balanced_accuracy"] == pytest.approx(0.75)
+
+
 def test_poster_layout():
     rows = confusion_table(np.array([[74, 1], [5, 64]]), ["lyophilizer/dryer", "bioreactor"])
     assert rows[0] == ["Object", "Class", "# Test Images", "1", "2", "Class Acc. (%)"]

@@ -249,7 +249,7 @@ def test_cli_explain_batch_with_a_corrupt_file(trained_run, batch, tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     out = tmp_path / "out"
     args = ["explain", str(trained_run.path), good[0], str(bad), good[1], "--method",
-            "guided-gradcam", "--class", "red_disc", "--panel", "--out", str(out)]
+            "guided-gradcam", "--class", "red_disc", "--panel", "--out", str(out), "--batch-size", "2"]
     res = CliRunner().invoke(cli.main, args)
     assert res.exit_code == 1, res.output
     assert "broken.png: corrupt or truncated image" in res.output
@@ -259,6 +259,9 @@ def test_cli_explain_batch_with_a_corrupt_file(trained_run, batch, tmp_path):
     m = np.load(maps[0])
     assert m.shape == (64, 64) and m.dtype == np.float32
     assert (out / "sheet_guided-gradcam.png").is_file() and len(list(out.glob("*_panel.png"))) == 2
+    assert f"sheet: {out / 'sheet_guided-gradcam.png'}" in res.output
+    for p in [*maps, *out.glob("*_panel.png"), *out.glob("*_guided-gradcam.png")]:
+        assert str(p) in res.output  # every output path is printed
     again = CliRunner().invoke(cli.main, args)
     assert again.exit_code == 2 and "already holds" in again.output
 

@@ -31,7 +31,7 @@ def _planted_model(size: int = 32):
 
 
 def test_oracle_map_beats_random_on_planted_object_model():
-    from labtf.explain.faithfulness import auc, deletion_insertion
+    from labtf.explain.metrics import auc, deletion_insertion
 
     size, q = 32, 16
     model = _planted_model(size)
@@ -56,7 +56,7 @@ def test_oracle_map_beats_random_on_planted_object_model():
 
 
 def test_auc_and_curve_endpoints():
-    from labtf.explain.faithfulness import auc
+    from labtf.explain.metrics import auc
 
     assert auc(np.ones(17)) == pytest.approx(1.0)
     assert auc(np.linspace(0, 1, 5)) == pytest.approx(0.5)
@@ -136,7 +136,7 @@ def test_deletion_insertion_curves_by_hand():
 
 
 def test_pointing_game_tolerance_is_15_px():
-    from labtf.explain.faithfulness import mask_scores
+    from labtf.explain.metrics import mask_scores
 
     mask = np.zeros((100, 100), bool)
     mask[40:60, 40:60] = True
@@ -180,13 +180,8 @@ def test_cli_explain_eval_with_masks(trained_run, tmp_path):
     from labtf.manifest import read_manifest
 
     samples = [s for s in read_manifest(trained_run.file("split.csv"), validate=False).samples
-               if s.split == "test"][:3]
-    masks = tmp_path / "masks"
-    masks.mkdir()
-    for s in samples:  # the shapes are saturated colours on a grey-ish background
-        rgb = np.asarray(Image.open(s.path).convert("RGB")).astype(int)
-        obj = (rgb.max(-1) - rgb.min(-1)) > 90
-        Image.fromarray((obj * 255).astype(np.uint8)).save(masks / f"{Path(s.path).stem}.png")
+               if s.split == "test"]  # --limit 3 draws one image per class from these
+    masks = _write_masks(samples, tmp_path / "masks")
     out = tmp_path / "eval"
     res = CliRunner().invoke(cli.main, [
         "explain-eval", str(trained_run.path), "--methods", "gradcam,guided", "--limit", "3",
@@ -194,12 +189,18 @@ def test_cli_explain_eval_with_masks(trained_run, tmp_path):
     assert res.exit_code == 0, res.output
     assert "| gradcam |" in res.output and "Cascading randomization" in res.output
     data = json.loads((out / "explain_eval.json").read_text())
-    assert data["n_images"] == 3 and data["n_masks"] == 3
+    assert data["n_images"] == 3 and data["n_masks"] == 3 and data["limit"] == 3
     g = data["methods"]["gradcam"]
     assert 0 <= g["deletion"] <= 1 and 0 <= g["insertion"] <= 1
     assert 0 <= g["energy"] <= 1 and g["pointing"] in (0.0, 1 / 3, 2 / 3, 1.0)
     assert isinstance(g["passes_randomization"], bool)
-    assert (out / "explain_eval.md").read_text().startswith("Faithfulness on 3 image(s)")
+    assert {"pointing_correct", "energy_correct", "per_class"} <= set(g)
+    assert set(g["per_class"]) <= set(trained_run.classes)
+    md = (out / "explain_eval.md").read_text()
+    assert md.startswith("Faithfulness on 3 image(s)") and "| pointing, correct predictions |" in md
+    assert "Pointing game / energy in mask per class" in md
+    assert f"written: {out / 'explain_eval.json'}" in res.output
+    assert f"written: {out / 'explain_eval.md'}" in res.output
     bad = CliRunner().invoke(cli.main, ["explain-eval", str(trained_run.path), "--methods", "x"])
     assert bad.exit_code == 2 and "unknown method 'x'" in bad.output
 
@@ -261,3 +262,104 @@ def test_cli_explain_eval_label_randomization(trained_run, tmp_path):
     assert (twin / "model.keras").stat().st_mtime_ns == before
     own = CliRunner().invoke(cli.main, args[:-1] + [str(trained_run.path)])
     assert own.exit_code == 2 and "not a shuffled-label twin" in own.output
+
+
+def test_even_sample_spreads_across_classes_seeded_and_deterministic():
+    from collections import Counter
+
+    from labtf.explain.stream import even_sample
+
+    labels = ["a"] * 10 + ["b"] * 5 + ["c"] * 2
+    pick = even_sample(labels, 9, seed=0)
+    assert pick == sorted(pick) and len(set(pick)) == 9
+    assert Counter(labels[i] for i in pick) == {"a": 4, "b": 3, "c": 2}  # c gives all it has
+    assert even_sample(labels, 9, seed=0) == pick
+    assert any(even_sample(labels, 9, seed=s) != pick for s in range(1, 5))
+    assert Counter(labels[i] for i in even_sample(labels, 3, seed=1)) == {"a": 1, "b": 1, "c": 1}
+    assert even_sample(labels, None) == even_sample(labels, 99) == list(range(17))
+
+
+def _test_samples(run, n):
+    from labtf.manifest import read_manifest
+
+    return [s for s in read_manifest(run.file("split.csv"), validate=False).samples
+            if s.split == "test"][:n]
+
+
+def _write_masks(samples, folder):
+    folder.mkdir(exist_ok=True)
+    for s in samples:  # the shapes are saturated colours on a grey-ish background
+        rgb = np.asarray(Image.open(s.path).convert("RGB")).astype(int)
+        obj = (rgb.max(-1) - rgb.min(-1)) > 90
+        Image.fromarray((obj * 255).astype(np.uint8)).save(folder / f"{Path(s.path).stem}.png")
+    return folder
+
+
+def test_streaming_gives_the_same_scores_for_any_batch_size(trained_run, tmp_path, caplog):
+    import logging
+
+    from labtf.explain.core import PREDICT_BATCH, Explainer
+    from labtf.explain.faithfulness import evaluate_methods
+
+    samples = _test_samples(trained_run, 6)
+    masks = _write_masks(samples, tmp_path / "masks")
+    paths = [s.path for s in samples]
+    labels = [trained_run.classes.index(s.label) for s in samples]
+    ex = Explainer.from_run(trained_run)
+    seen = {"maps": 0, "model": 0}
+    maps, pob = ex.maps, ex.model.predict_on_batch
+
+    def spy_maps(method, x, classes):
+        seen["maps"] = max(seen["maps"], len(x))
+        return maps(method, x, classes)
+
+    def spy_pob(x):
+        seen["model"] = max(seen["model"], len(x))
+        return pob(x)
+
+    ex.maps, ex.model.predict_on_batch = spy_maps, spy_pob
+    results = {}
+    for bs in (1, 4, 6):
+        seen.update(maps=0, model=0)
+        with caplog.at_level(logging.INFO, logger="labtf.explain.stream"):
+            caplog.clear()
+            results[bs] = evaluate_methods(ex, paths, labels, ["gradcam", "guided"], steps=4,
+                                           mask_dir=masks, sanity_images=0, batch_size=bs)
+        assert seen["maps"] == bs and seen["model"] <= PREDICT_BATCH  # never all images at once
+        progress = [r.getMessage() for r in caplog.records if "images/s" in r.getMessage()]
+        assert len(progress) == -(-6 // bs) and progress[-1].startswith("explain-eval: 6/6 images")
+    ref = results[6]
+    assert ref["n_images"] == 6 and ref["n_masks"] == 6
+    assert ref["n_correct"] == round(ref["accuracy"] * 6)
+    for bs in (1, 4):
+        assert results[bs]["n_correct"] == ref["n_correct"]
+        for m in ("random", "gradcam", "guided"):
+            a, b = results[bs]["methods"][m], ref["methods"][m]
+            for key in ("deletion", "insertion", "pointing", "energy", "pointing_correct",
+                        "energy_correct"):
+                assert a[key] == pytest.approx(b[key], abs=1e-4), (bs, m, key)
+            for c, pc in b["per_class"].items():
+                assert a["per_class"][c]["n"] == pc["n"]
+                assert a["per_class"][c]["pointing"] == pytest.approx(pc["pointing"], abs=1e-4)
+                assert a["per_class"][c]["energy"] == pytest.approx(pc["energy"], abs=1e-4)
+    g = ref["methods"]["gradcam"]
+    assert sum(pc["n"] for pc in g["per_class"].values()) == 6
+    weighted = sum(pc["pointing"] * pc["n"] for pc in g["per_class"].values()) / 6
+    assert weighted == pytest.approx(g["pointing"])
+
+
+def test_random_baseline_map_does_not_depend_on_the_batch(explainer_for_run):
+    ex = explainer_for_run
+    x = np.random.default_rng(1).uniform(0, 255, (3, ex.image_size, ex.image_size, 3))
+    x = x.astype(np.float32)
+    together = ex.maps("random", x, [0, 0, 0]).maps
+    alone = np.stack([ex.maps("random", x[i:i + 1], [0]).maps[0] for i in range(3)])
+    np.testing.assert_array_equal(together, alone)
+    assert not np.array_equal(together[0], together[1])
+
+
+@pytest.fixture
+def explainer_for_run(trained_run):
+    from labtf.explain.core import Explainer
+
+    return Explainer.from_run(trained_run)

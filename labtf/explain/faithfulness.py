@@ -8,7 +8,8 @@
 * Cascading parameter randomization (Adebayo et al. 2018): re-draw the
   weights of the model from the top layer group down; a map that depends on
   the model changes, so its Spearman rho with the original map falls. A
-  method *passes* when the mean rho is below :data:`SANITY_RHO` both after
+  method *passes* when the mean rho is below
+  :data:`labtf.explain.metrics.SANITY_RHO` both after
   re-drawing the top group only (the class layer ``logits``: a map that
   ignores it does not explain the class) and after re-drawing every group.
   A randomized map that is constant (e.g. a Grad-CAM all killed by its ReLU)
@@ -17,82 +18,32 @@
   :mod:`labtf.explain.label_randomization`): rho between the maps of the run and
   of its twin trained on shuffled labels; below :data:`SANITY_RHO` passes.
 * With masks (``MASK_DIR/NAME.png``, object > 0): pointing game (the map's
-  peak within :data:`POINTING_TOLERANCE` px of the object) and the share of
-  the map's energy inside the mask.
+  peak within :data:`~labtf.explain.metrics.POINTING_TOLERANCE` px of the
+  object) and the share of the map's energy inside the mask, on all images, on
+  the correct predictions and per class.
+
+Images stream through in batches (:mod:`labtf.explain.stream`): only scalars are
+kept per image, so memory does not grow with the number of images.
 """
 from __future__ import annotations
 
 import logging
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from labtf.errors import LabtfError
+from labtf.explain.label_randomization import label_randomization_rhos
+from labtf.explain.metrics import (SANITY_RHO, ScoreTally, auc, deletion_insertion_batch,
+                                   load_mask, mask_scores, spearman)
+from labtf.explain.stream import DEFAULT_BATCH_SIZE, even_sample, image_batches
 
 log = logging.getLogger(__name__)
 
-SANITY_RHO = 0.5
-POINTING_TOLERANCE = 15
 #: Methods evaluated by default (full Score-CAM is too slow for a CPU batch).
 DEFAULT_METHODS = ("gradcam", "gradcam++", "layercam", "faster-scorecam", "saliency",
                    "smoothgrad", "guided", "guided-gradcam")
-
-
-def auc(curve: np.ndarray) -> float:
-    """Area under a curve sampled evenly on [0, 1] (trapezoid rule)."""
-    curve = np.asarray(curve, np.float64)
-    return float(((curve[1:] + curve[:-1]) / 2).sum() / (len(curve) - 1))
-
-
-def deletion_insertion(predict: Callable[[np.ndarray], np.ndarray], image: np.ndarray,
-                       saliency: np.ndarray, target: int, steps: int = 16,
-                       blur_sigma: float | None = None,
-                       fill: np.ndarray | float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Deletion and insertion curves of one image and map.
-
-    Args:
-        predict: float32 batch (N, S, S, 3) 0..255 -> probabilities (N, C).
-        image: (S, S, 3) in 0..255.
-        saliency: (S, S) map; higher = more important (ties keep raster order).
-        target: class index whose probability is tracked.
-        steps: number of equal pixel chunks.
-        blur_sigma: Gaussian sigma (px) of the insertion start; default S / 45.
-        fill: the RGB value deleted pixels get.
-
-    Returns:
-        ``(deletion, insertion)``: probabilities at 0, 1/steps, ..., 1 of the pixels.
-    """
-    from scipy.ndimage import gaussian_filter
-
-    h, w = saliency.shape
-    image = image.astype(np.float32)
-    sigma = blur_sigma if blur_sigma is not None else h / 45.0
-    blurred = gaussian_filter(image, sigma=(sigma, sigma, 0))
-    order = np.argsort(-saliency.ravel(), kind="stable")
-    counts = np.linspace(0, h * w, steps + 1).round().astype(int)
-    flat_img, flat_blur = image.reshape(-1, 3), blurred.reshape(-1, 3)
-    batch = []
-    for k in counts:
-        sel = order[:k]
-        d = flat_img.copy()
-        d[sel] = fill
-        i = flat_blur.copy()
-        i[sel] = flat_img[sel]
-        batch += [d.reshape(h, w, 3), i.reshape(h, w, 3)]
-    probs = np.asarray(predict(np.stack(batch)))[:, target]
-    return probs[0::2], probs[1::2]
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two maps (0 when either is constant)."""
-    from scipy.stats import spearmanr
-
-    a, b = np.ravel(a), np.ravel(b)
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return 0.0
-    return float(spearmanr(a, b).statistic)
 
 
 def layer_groups(model) -> list[tuple[str, list]]:
@@ -140,84 +91,76 @@ def randomization_test(explainer, x: np.ndarray, targets: list[int], methods: li
     return curves
 
 
-def mask_scores(saliency: np.ndarray, mask: np.ndarray,
-                tolerance: int = POINTING_TOLERANCE) -> tuple[bool, float]:
-    """Pointing-game hit (peak within ``tolerance`` px of the mask) and energy inside the mask."""
-    from scipy.ndimage import distance_transform_edt
-
-    dist = distance_transform_edt(~mask)
-    peak = np.unravel_index(int(np.argmax(saliency)), saliency.shape)
-    total = float(saliency.sum())
-    energy = float(saliency[mask].sum() / total) if total > 0 else 0.0
-    return bool(dist[peak] <= tolerance), energy
+def _masks(explainer, mask_dir: Path | None, paths: list[str]) -> list[np.ndarray | None]:
+    if mask_dir is None:
+        return [None] * len(paths)
+    return [load_mask(mask_dir, p, explainer.image_size, explainer.resize) for p in paths]
 
 
-def load_mask(mask_dir: Path, image_path: str, size: int, resize: str) -> np.ndarray | None:
-    """The mask of an image (same stem, any image suffix) as bool (S, S), or None."""
-    from labtf.images import IMAGE_SUFFIXES, load_rgb, to_square
-
-    for suffix in IMAGE_SUFFIXES:
-        p = mask_dir / f"{Path(image_path).stem}{suffix}"
-        if p.is_file():
-            m = to_square(load_rgb(p), size, resize).max(axis=-1) > 127
-            return m if m.any() else None
-    return None
-
-
-def evaluate_methods(explainer, images: np.ndarray, paths: list[str], methods: list[str],
+def evaluate_methods(explainer, paths: list[str], labels: list[int], methods: list[str],
                      steps: int = 16, mask_dir: Path | None = None, sanity_images: int = 6,
-                     seed: int = 0, twin=None) -> dict:
-    """All faithfulness scores for a batch of model inputs.
+                     seed: int = 0, twin=None, batch_size: int = DEFAULT_BATCH_SIZE) -> dict:
+    """All faithfulness scores for image files, streamed in batches.
 
     Args:
         explainer: a :class:`labtf.explain.core.Explainer`.
-        images: uint8 (N, S, S, 3) model inputs.
-        paths: their files (for masks).
+        paths: image files (unreadable ones are skipped with a warning).
+        labels: true class index per file (for the scores on correct predictions and per class).
         methods: method names (``random`` is added as the baseline).
         steps: deletion/insertion steps.
         mask_dir: folder of object masks, or None.
-        sanity_images: images used by the randomization test (0: skip it).
+        sanity_images: images, spread evenly over the classes, used by the parameter
+            randomization test (0: skip it).
         seed: randomness of baseline and randomization.
         twin: Explainer of the run's shuffled-label twin (data randomization on every
             image), or None.
+        batch_size: images per batch; the scores do not depend on it.
 
     Returns:
-        ``{"n_images", "steps", "methods": {name: {...scores...}}, "randomization": {...}}``.
+        ``{"n_images", "n_correct", "accuracy", "steps", "n_masks", "methods": {name:
+        {...scores...}}, "randomization": {...}}`` (+ ``"twin_accuracy"`` with a twin).
     """
-    probs = explainer.predict(images)
-    targets = [int(i) for i in probs.argmax(axis=1)]
-    masks = ([load_mask(Path(mask_dir), p, explainer.image_size, explainer.resize) for p in paths]
-             if mask_dir else [None] * len(paths))
-    result: dict = {"n_images": len(images), "steps": steps, "methods": {},
-                    "n_masks": sum(m is not None for m in masks)}
-    original: dict[str, list[np.ndarray]] = {}     # kept for the label randomization test
-    for method in ["random", *methods]:
-        dels, inss, hits, energy, secs = [], [], [], [], []
-        for img, t, mask in zip(images, targets, masks):
+    names = ["random", *methods]
+    tallies = {m: ScoreTally(explainer.classes) for m in names}
+    rhos: dict[str, list[float]] = {m: [] for m in methods}
+    done: list[int] = []
+    n_correct = n_masks = twin_hits = 0
+    for idx, imgs in image_batches(explainer, paths, batch_size, "explain-eval"):
+        x = imgs.astype(np.float32)
+        targets = [int(i) for i in explainer.predict(x).argmax(axis=1)]
+        truth = [labels[i] for i in idx]
+        correct = [t == y for t, y in zip(targets, truth)]
+        masks = _masks(explainer, mask_dir, [paths[i] for i in idx])
+        done += idx
+        n_correct += sum(correct)
+        n_masks += sum(m is not None for m in masks)
+        if twin is not None:
+            twin_hits += int((twin.predict(x).argmax(axis=1) == np.asarray(truth)).sum())
+        for method in names:
             t0 = time.perf_counter()
-            m = explainer.maps(method, img[None], [t]).maps[0]
-            secs.append(time.perf_counter() - t0)
+            maps = explainer.maps(method, x, targets).maps
+            tallies[method].seconds.append((time.perf_counter() - t0) / len(x))
+            dels, inss = deletion_insertion_batch(explainer.predict, x, maps, targets, steps,
+                                                  fill=explainer.baseline_pixel)
+            for j, mask in enumerate(masks):
+                hit, energy = mask_scores(maps[j], mask) if mask is not None else (None, None)
+                tallies[method].add(truth[j], correct[j], auc(dels[j]), auc(inss[j]), hit, energy)
             if twin is not None and method != "random":
-                original.setdefault(method, []).append(m)
-            d, i = deletion_insertion(explainer.predict, img, m, t, steps,
-                                      fill=explainer.baseline_pixel)
-            dels.append(auc(d))
-            inss.append(auc(i))
-            if mask is not None:
-                hit, en = mask_scores(m, mask)
-                hits.append(hit)
-                energy.append(en)
-        result["methods"][method] = {
-            "deletion": float(np.mean(dels)), "insertion": float(np.mean(inss)),
-            "seconds_per_image": float(np.median(secs)),
-            "pointing": float(np.mean(hits)) if hits else None,
-            "energy": float(np.mean(energy)) if energy else None}
-        log.info("%s: deletion %.3f insertion %.3f", method, np.mean(dels), np.mean(inss))
+                rhos[method] += label_randomization_rhos(twin, x, targets, {method: maps})[method]
+    if not done:
+        raise LabtfError("none of the images could be read")
+    result: dict = {"n_images": len(done), "n_correct": n_correct,
+                    "accuracy": n_correct / len(done), "steps": steps, "n_masks": n_masks,
+                    "methods": {m: t.summary() for m, t in tallies.items()}}
+    for m in names:
+        r = result["methods"][m]
+        log.info("%s: deletion %.3f insertion %.3f", m, r["deletion"], r["insertion"])
     if sanity_images > 0:
-        n = min(sanity_images, len(images))
-        curves = randomization_test(explainer, images[:n].astype(np.float32), targets[:n],
-                                    list(methods), seed)
-        result["randomization"] = {"n_images": n, "curves": curves}
+        pick = [done[i] for i in even_sample([str(labels[i]) for i in done], sanity_images, seed)]
+        x = np.stack([explainer.load(paths[i]) for i in pick]).astype(np.float32)
+        targets = [int(i) for i in explainer.predict(x).argmax(axis=1)]
+        curves = randomization_test(explainer, x, targets, list(methods), seed)
+        result["randomization"] = {"n_images": len(pick), "curves": curves}
         for m, curve in curves.items():
             top = curve[0][1] if curve else float("nan")
             full = curve[-1][1] if curve else float("nan")
@@ -225,10 +168,10 @@ def evaluate_methods(explainer, images: np.ndarray, paths: list[str], methods: l
             result["methods"][m]["rho_full_random"] = full
             result["methods"][m]["passes_randomization"] = bool(max(top, full) < SANITY_RHO)
     if twin is not None:
-        from labtf.explain.label_randomization import label_randomization_test
-
-        rhos = label_randomization_test(twin, images.astype(np.float32), targets, original)
-        for m, rho in rhos.items():
+        result["twin_accuracy"] = twin_hits / len(done)
+        for m, values in rhos.items():
+            rho = float(np.mean(values))
+            log.info("label randomization %s: rho %.2f", m, rho)
             result["methods"][m]["rho_labels_random"] = rho
             result["methods"][m]["passes_label_randomization"] = bool(rho < SANITY_RHO)
     rnd = result["methods"]["random"]
@@ -250,13 +193,15 @@ def _f(v, fmt: str = "{:.3f}") -> str:
 def table_markdown(result: dict) -> str:
     """The faithfulness table (and the randomization curves) as Markdown."""
     rnd = result["methods"]["random"]
-    lines = [f"Faithfulness on {result['n_images']} image(s), {result['steps']} steps; "
-             f"random map: deletion {rnd['deletion']:.3f}, insertion {rnd['insertion']:.3f}.", "",
+    lines = [f"Faithfulness on {result['n_images']} image(s) ({result['n_correct']} predicted "
+             f"correctly), {result['steps']} steps; random map: deletion {rnd['deletion']:.3f}, "
+             f"insertion {rnd['insertion']:.3f}.", "",
              "| method | deletion AUC (lower better) | random | beats random | insertion AUC "
              "(higher better) | random | beats random | rho, top layer randomized | "
              "rho, all layers randomized | "
              f"passes randomization (both rho < {SANITY_RHO}) | rho, labels shuffled (passes "
-             f"< {SANITY_RHO}) | pointing game | energy in mask | s / image |", "|" + "---|" * 14]
+             f"< {SANITY_RHO}) | pointing game | pointing, correct predictions | energy in mask | "
+             "energy, correct predictions | s / image |", "|" + "---|" * 16]
     for m, r in result["methods"].items():
         if m == "random":
             continue
@@ -267,7 +212,8 @@ def table_markdown(result: dict) -> str:
                      f"{_f(r.get('rho_full_random'), '{:.2f}')} | "
                      f"{_f(r.get('passes_randomization'))} | "
                      f"{_f(r.get('rho_labels_random'), '{:.2f}')} | {_f(r['pointing'], '{:.2f}')} | "
-                     f"{_f(r['energy'], '{:.2f}')} | {_f(r['seconds_per_image'], '{:.2f}')} |")
+                     f"{_f(r['pointing_correct'], '{:.2f}')} | {_f(r['energy'], '{:.2f}')} | "
+                     f"{_f(r['energy_correct'], '{:.2f}')} | {_f(r['seconds_per_image'], '{:.2f}')} |")
     failing = [m for m, r in result["methods"].items() if m != "random" and not all(
         v is not False for v in (r["deletion_beats_random"], r["insertion_beats_random"],
                                  r.get("passes_randomization"),
@@ -289,13 +235,31 @@ def table_markdown(result: dict) -> str:
                   f"{lr['test_accuracy']:.1%} (chance {lr['chance']:.1%})."]
     if not result.get("n_masks"):
         lines += ["", "No masks given: pointing game and energy not measured."]
+    else:
+        lines += ["", *_per_class_table(result)]
     return "\n".join(lines) + "\n"
+
+
+def _per_class_table(result: dict) -> list[str]:
+    """Pointing game / energy in mask per true class (all its images with a mask)."""
+    methods = [m for m in result["methods"] if m != "random"]
+    classes = list(next(iter(result["methods"].values()))["per_class"])
+    lines = ["Pointing game / energy in mask per class (all images of the class that have a mask):",
+             "", "| class | images with mask | " + " | ".join(methods) + " |",
+             "|" + "---|" * (len(methods) + 2)]
+    for c in classes:
+        cells = [f"{_f(result['methods'][m]['per_class'][c]['pointing'], '{:.2f}')} / "
+                 f"{_f(result['methods'][m]['per_class'][c]['energy'], '{:.2f}')}" for m in methods]
+        n = result["methods"][methods[0] if methods else "random"]["per_class"][c]["n_masks"]
+        lines.append(f"| {c} | {n} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def explain_eval(run_path, data: str | None = None, methods: list[str] | None = None,
                  mask_dir: str | None = None, steps: int = 16, limit: int | None = None,
                  sanity_images: int = 6, out: str | None = None, seed: int = 0,
-                 label_randomization: str | None = None) -> dict:
+                 label_randomization: str | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> dict:
     """Evaluate map faithfulness for a run; writes ``explain_eval.md`` / ``.json``.
 
     Args:
@@ -304,22 +268,23 @@ def explain_eval(run_path, data: str | None = None, methods: list[str] | None = 
         methods: method names; default :data:`DEFAULT_METHODS`.
         mask_dir: folder of object masks named like the images.
         steps: deletion/insertion steps.
-        limit: evaluate at most this many images (the first ones).
+        limit: evaluate at most this many images, drawn evenly across the classes
+            with ``seed`` (:func:`labtf.explain.stream.even_sample`).
         sanity_images: images for the randomization test (0 skips it).
         out: output folder (default: the run folder).
-        seed: randomness of baseline and randomization.
+        seed: randomness of the ``limit`` draw, baseline and randomization.
         label_randomization: folder of the run's shuffled-label twin, trained there
             first unless finished (:mod:`labtf.explain.label_randomization`); None skips it.
+        batch_size: images per batch (memory grows with it, not with the image count).
 
     Returns:
-        The result dict (also written as JSON).
+        The result dict (also written as JSON), plus ``written``: the two files' paths.
 
     Raises:
-        LabtfError: missing run, no images, unknown method, missing mask folder.
+        LabtfError: missing run, no images, unknown method, missing mask folder, bad sizes.
     """
     from labtf.evaluation import _samples_for
     from labtf.explain.core import Explainer, check_method
-    from labtf.images import BadImage
     from labtf.run import Run, write_json, write_text
 
     methods = list(methods or DEFAULT_METHODS)
@@ -327,37 +292,32 @@ def explain_eval(run_path, data: str | None = None, methods: list[str] | None = 
         check_method(m)
     if mask_dir and not Path(mask_dir).is_dir():
         raise LabtfError(f"mask folder {mask_dir} does not exist")
+    for name, v in (("--batch-size", batch_size), ("--limit", limit), ("--steps", steps)):
+        if v is not None and v < 1:
+            raise LabtfError(f"{name} must be at least 1, got {v}")
     run = Run.open(run_path)
     samples, source = _samples_for(run, data, run.classes)
-    samples = samples[:limit] if limit else samples
+    samples = [samples[i] for i in even_sample([s.label for s in samples], limit, seed)]
     if not samples:
         raise LabtfError(f"no images in {source}")
     ex = Explainer.from_run(run, seed=seed)
-    imgs, paths, labels = [], [], []
-    for s in samples:
-        try:
-            imgs.append(ex.load(s.path))
-            paths.append(s.path)
-            labels.append(s.label)
-        except BadImage as exc:
-            log.warning("skipped: %s", exc)
-    twin = None
+    twin = twin_run = None
     if label_randomization:
         from labtf.explain.label_randomization import label_randomized_run
 
         twin_run = label_randomized_run(run, label_randomization, seed)
         twin = Explainer.from_run(twin_run, layer=ex.layer, seed=seed)
-    images = np.stack(imgs)
-    result = evaluate_methods(ex, images, paths, methods, steps,
-                              Path(mask_dir) if mask_dir else None, sanity_images, seed, twin)
-    result.update({"source": source, "layer": ex.layer})
-    if twin is not None:
-        truth = np.array([run.classes.index(lab) if lab in run.classes else -1 for lab in labels])
-        hits = twin.predict(images).argmax(axis=1) == truth
+    result = evaluate_methods(ex, [s.path for s in samples],
+                              [run.classes.index(s.label) for s in samples], methods, steps,
+                              Path(mask_dir) if mask_dir else None, sanity_images, seed, twin,
+                              batch_size)
+    result.update({"source": source, "layer": ex.layer, "limit": limit, "seed": seed})
+    if twin_run is not None:
         result["label_randomization"] = {
-            "run": str(twin_run.path), "fit_accuracy": twin_run.meta.get("kept_epoch", {}).get("accuracy"),
-            "test_accuracy": float(hits.mean()), "chance": 1 / len(run.classes)}
+            "run": str(twin_run.path),
+            "fit_accuracy": twin_run.meta.get("kept_epoch", {}).get("accuracy"),
+            "test_accuracy": result.pop("twin_accuracy"), "chance": 1 / len(run.classes)}
     folder = Path(out) if out else run.path
-    write_json(folder / "explain_eval.json", result)
-    write_text(folder / "explain_eval.md", table_markdown(result))
-    return result
+    written = [write_json(folder / "explain_eval.json", result),
+               write_text(folder / "explain_eval.md", table_markdown(result))]
+    return {**result, "written": [str(p) for p in written]}

@@ -4,7 +4,7 @@ A map that explains what the model learned must change when the model learned
 nothing real: the same images with their training labels permuted, trained the
 same way until it memorises them. The score is the mean Spearman rho between the
 two models' maps of the same test images for the same class index; a method
-passes when it is below :data:`labtf.explain.faithfulness.SANITY_RHO`.
+passes when it is below :data:`labtf.explain.metrics.SANITY_RHO`.
 
 The shuffled run is trained with the original run's config, except that the
 training and validation images are pooled into one training set (a model that
@@ -89,25 +89,28 @@ def label_randomized_run(run, out: str | os.PathLike, seed: int = 0):
     return train(TrainConfig.from_dict(cfg), out, resume=resume)
 
 
-def label_randomization_test(twin, x: np.ndarray, targets: list[int],
-                             original: dict[str, list[np.ndarray]]) -> dict[str, float]:
-    """Mean Spearman rho between the original run's maps and the twin's, per method.
+def label_randomization_rhos(twin, x: np.ndarray, targets: list[int],
+                             original: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """Spearman rho per image between the original run's maps and the twin's, per method.
 
     Args:
         twin: :class:`~labtf.explain.core.Explainer` of the shuffled-label run.
-        x: float32 model inputs (N, S, S, 3).
+        x: float32 model inputs (N, S, S, 3), one batch.
         targets: class index per image (the original model's top class).
-        original: method -> the original run's maps of ``x`` for ``targets``
+        original: method -> the original run's maps (N, S, S) of ``x`` for ``targets``
             (computed once by the faithfulness loop).
 
     Returns:
-        method -> mean rho (a constant map counts as 0).
+        method -> N rhos (a constant map counts as 0).
     """
-    from labtf.explain.faithfulness import spearman
+    from labtf.explain.metrics import spearman
 
-    out = {}
-    for m, a in original.items():
-        b = twin.maps(m, x, targets).maps
-        out[m] = float(np.mean([spearman(p, q) for p, q in zip(a, b, strict=True)]))
-        log.info("label randomization %s: rho %.2f", m, out[m])
-    return out
+    return {m: [spearman(p, q) for p, q in zip(a, twin.maps(m, x, targets).maps, strict=True)]
+            for m, a in original.items()}
+
+
+def label_randomization_test(twin, x: np.ndarray, targets: list[int],
+                             original: dict[str, np.ndarray]) -> dict[str, float]:
+    """Mean of :func:`label_randomization_rhos` per method."""
+    rhos = label_randomization_rhos(twin, x, targets, original)
+    return {m: float(np.mean(r)) for m, r in rhos.items()}
