@@ -34,7 +34,7 @@ TARGETS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
                 ("tests/test_evaluation.py::test_metrics_by_hand",
                  "tests/test_evaluation.py::test_poster_layout")),
     "maps": ("labtf/maps.py", ("normalize_maps", "pearson_r"), ("tests/test_maps.py",)),
-    "faithfulness": ("labtf/explain/faithfulness.py",
+    "faithfulness": ("labtf/explain/metrics.py",
                      ("auc", "spearman", "mask_scores", "deletion_insertion"),
                      ("tests/test_explain_eval.py::test_auc_and_curve_endpoints",
                       "tests/test_explain_eval.py::test_pointing_game_tolerance_is_15_px",

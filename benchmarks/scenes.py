@@ -132,7 +132,7 @@ def localisation(maps, masks, correct) -> dict:
     """Pointing hit rate (all / correct) and energy in mask from input-size maps."""
     import numpy as np
 
-    from labtf.explain.faithfulness import mask_scores
+    from labtf.explain.metrics import mask_scores
 
     hits, energy = [], []
     for m, mask in zip(maps, masks):
@@ -158,7 +158,7 @@ def scores(y, probs, classes) -> dict:
 def _test_set(scenes: Path, classes: list[str], size: int, resize: str):
     import numpy as np
 
-    from labtf.explain.faithfulness import load_mask
+    from labtf.explain.metrics import load_mask
     from labtf.images import load_rgb, to_square
     from labtf.manifest import read_manifest
 

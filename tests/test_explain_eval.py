@@ -65,7 +65,7 @@ def test_auc_and_curve_endpoints():
 def test_spearman_identical_reversed_and_unrelated_maps():
     from scipy.stats import rankdata
 
-    from labtf.explain.faithfulness import spearman
+    from labtf.explain.metrics import spearman
 
     rng = np.random.default_rng(4)
     a = rng.random((16, 16))
@@ -112,7 +112,7 @@ def test_deletion_insertion_curves_by_hand():
     """A model whose class-0 probability is the mean red value / 255: the curves follow directly."""
     from scipy.ndimage import gaussian_filter
 
-    from labtf.explain.faithfulness import deletion_insertion
+    from labtf.explain.metrics import deletion_insertion
 
     def predict(x):
         p = x[..., 0].mean(axis=(1, 2)) / 255.0
