@@ -45,8 +45,7 @@ TARGETS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
                "tests/test_manifest.py::test_split_reused_when_dataset_grows")),
     "phash": ("labtf/curate/phash.py", ("phash_bits", "dhash_bits", "pack64", "hamming_matrix",
                                         "group_pairs", "find", "union"),
-              ("tests/test_curate.py::test_planted_near_duplicates_precision_recall",
-               "tests/test_phash.py")),
+              ("tests/test_phash.py",)),  # the precision/recall test: 2+ min, too slow per mutant
     "grouped_split": ("labtf/curate/split.py", ("split_units", "assign", "straddling_pairs"),
                       ("tests/test_curate.py::test_committed_clipart_split_keeps_near_duplicate_groups_whole",
                        "tests/test_curate.py::test_fresh_plain_split_warns_about_straddling_near_duplicates",
@@ -194,7 +193,7 @@ def _pytest_forked(mutant: Mutant | None, tests: tuple[str, ...], timeout: float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default=",".join(TARGETS), help="comma-separated targets")
-    ap.add_argument("--per-function", type=int, default=8, help="mutants per function (0: all)")
+    ap.add_argument("--per-function", type=int, default=4, help="mutants per function (0: all)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant's tests")
     ap.add_argument("--list", action="store_true", help="list the mutants, run nothing")
     args = ap.parse_args()
