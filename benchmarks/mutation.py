@@ -45,8 +45,7 @@ TARGETS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
                "tests/test_manifest.py::test_split_reused_when_dataset_grows")),
     "phash": ("labtf/curate/phash.py", ("phash_bits", "dhash_bits", "pack64", "hamming_matrix",
                                         "group_pairs", "find", "union"),
-              ("tests/test_curate.py::test_planted_near_duplicates_precision_recall",
-               "tests/test_phash.py")),
+              ("tests/test_phash.py",)),  # the precision/recall test: 2+ min, too slow per mutant
     "grouped_split": ("labtf/curate/split.py", ("split_units", "assign", "straddling_pairs"),
                       ("tests/test_curate.py::test_committed_clipart_split_keeps_near_duplicate_groups_whole",
                        "tests/test_curate.py::test_fresh_plain_split_warns_about_straddling_near_duplicates",
@@ -55,7 +54,14 @@ TARGETS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 
 #: Survivors that cannot be killed because the mutant behaves the same (equivalent mutants):
 #: "target:function:line:description" -> why. Filled in from reading each survivor.
-EQUIVALENT: dict[str, str] = {}
+EQUIVALENT: dict[str, str] = {
+    "maps:normalize_maps:11:Gt -> GtE": "equivalent: where peak == 0 the map is all zero after the "
+    "ReLU, and cam / max(peak, 1e-30) is 0 as well",
+    "phash:union:317:Lt -> LtE": "equivalent: union by size with ties joined the other way; the "
+    "sets (and group_pairs' sorted members) are the same",
+    "metrics:compute_metrics:72:constant 0 -> 1": "unreachable: the empty-input branch of the "
+    "accuracy; sklearn's confusion_matrix raises on empty input before it",
+}
 
 _SWAP_BIN = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult,
              ast.FloorDiv: ast.Div}
@@ -194,7 +200,7 @@ def _pytest_forked(mutant: Mutant | None, tests: tuple[str, ...], timeout: float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default=",".join(TARGETS), help="comma-separated targets")
-    ap.add_argument("--per-function", type=int, default=8, help="mutants per function (0: all)")
+    ap.add_argument("--per-function", type=int, default=4, help="mutants per function (0: all)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant's tests")
     ap.add_argument("--list", action="store_true", help="list the mutants, run nothing")
     args = ap.parse_args()

@@ -19,6 +19,10 @@ def test_metrics_by_hand():
     assert m["per_class"]["a"] == pytest.approx(
         {"n": 3, "accuracy": 2 / 3, "precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3})
     assert m["per_class"]["b"]["precision"] == pytest.approx(0.5)
+    # default top-k is 3 when there are more than 3 classes: true class 3rd -> counted
+    five = compute_metrics(np.array([0, 1]), np.array([[0.1, 0.5, 0.3, 0.05, 0.05],
+                                                       [0.4, 0.05, 0.05, 0.3, 0.2]]), list("abcde"))
+    assert five["top_k"] == 3 and five["top_k_accuracy"] == pytest.approx(0.5)
 
 
 def test_balanced_accuracy_and_macro_f1_by_hand_and_against_sklearn():

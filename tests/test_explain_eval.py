@@ -133,6 +133,7 @@ def test_deletion_insertion_curves_by_hand():
     np.testing.assert_allclose(d1, 1 - np.array(want_d), rtol=1e-5)  # the target's column
     d2, _ = deletion_insertion(predict, img, -sal, 0, steps=2, blur_sigma=1.0)  # reversed order
     np.testing.assert_allclose(d2, [red.sum() / 16 / 255, red[:8].sum() / 16 / 255, 0], atol=1e-7)
+    assert len(deletion_insertion(predict, img, sal, 0)[0]) == 17  # default: 16 steps
 
 
 def test_pointing_game_tolerance_is_15_px():
@@ -148,6 +149,7 @@ def test_pointing_game_tolerance_is_15_px():
     m[40:60, 40:50] = 1.0
     m[0:20, 0:10] = 1.0
     assert mask_scores(m, mask)[1] == pytest.approx(0.5)
+    assert mask_scores(np.zeros((100, 100), np.float32), mask)[1] == 0.0  # empty map: no energy
 
 
 def test_randomization_restores_weights_and_flags_guided_backprop(trained_run):

@@ -79,8 +79,9 @@ def test_round_trip_matches_keras(fmt, quantize, artifacts, reference):
     assert cam.min() >= -1e-3 and cam.max() <= 1 + 1e-2
     if quantize in TOL:
         assert np.abs(probs - reference.probs).max() <= TOL[quantize]
-    else:  # int8 of a random-init tiny model: valid distributions, not close numbers
+    else:  # int8 of the tiny model: valid distributions, close to Keras' (near-uniform) ones
         np.testing.assert_allclose(probs.sum(1), 1.0, atol=0.05)
+        assert np.abs(probs - reference.probs).max() <= 0.05
     if quantize == "none":
         from labtf.maps import pearson_r
 
@@ -122,7 +123,49 @@ def test_tflite_uint8_io(trained_run, tmp_path, reference):
     assert pred.inputs["image"]["dtype"] == np.uint8
     probs, cam = pred.predict_batch_with_cam(reference.images[:2])
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=0.05)
+    assert np.abs(probs - reference.probs[:2]).max() <= 0.05
     assert cam.shape == reference.grad_cam[:2].shape
+
+
+@pytest.fixture(scope="module")
+def decisive_run(trained_run, tmp_path_factory):
+    """A copy of the tiny run whose class layer is re-drawn so the three classes get clearly
+    different, input-dependent probabilities (the tiny run's are ~1/3 each): class order and
+    int8 error become visible."""
+    import shutil
+
+    from labtf.model import LOGITS
+    from labtf.run import Run
+
+    dest = tmp_path_factory.mktemp("decisive") / "run"
+    shutil.copytree(trained_run.path, dest)
+    run = Run(dest)
+    model = run.load_model()
+    dense = model.get_layer(LOGITS)
+    kernel, bias = dense.get_weights()
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(0, 3.0 / np.sqrt(kernel.shape[0]), kernel.shape).astype(np.float32)
+    dense.set_weights([kernel, np.array([0.0, 1.0, 2.0], np.float32)])
+    (dest / "model.keras").unlink()
+    model.save(dest / "model.keras")
+    return run
+
+
+def test_int8_tflite_agrees_with_keras_top1_and_probabilities(decisive_run, tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from exporters.parity import reference as make_reference
+    from labtf.predict import open_predictor
+
+    ref = make_reference(decisive_run, latency_runs=1)
+    assert np.abs(ref.probs - ref.probs[:, ::-1]).max(axis=1).min() > 0.2  # order matters here
+    assert len(set(ref.probs.argmax(1))) >= 2
+    for io_type in ("float32", "uint8"):
+        path = export(decisive_run.path, "tflite", tmp_path / io_type, quantize="int8",
+                      io_type=io_type, calibration_images=8, int8_rounding="nearest")
+        probs, _ = open_predictor(path).predict_batch_with_cam(ref.images)
+        agree = (probs.argmax(1) == ref.probs.argmax(1)).mean()
+        assert agree >= 0.9, (io_type, agree)
+        assert np.abs(probs - ref.probs).max() <= 0.1, io_type
 
 
 def test_saved_model_signatures_and_bytes(trained_run, artifacts, reference, shared_data):
@@ -243,10 +286,18 @@ def test_predict_with_corrupt_image_and_saliency(artifacts, shared_data, tmp_pat
     assert res.exit_code == 1, res.output
     assert "broken.jpg" in res.output and "1 of 3 image(s)" in res.output
     pngs = sorted((tmp_path / "sal").glob("*_cam.png"))
-    assert len(pngs) == 2
+    assert [p.name for p in pngs] == sorted(f"{g.stem}_cam.png" for g in good)
+    from PIL import Image
+
+    for png, src in zip(pngs, sorted(good)):
+        overlay = np.asarray(Image.open(png).convert("RGB"), np.float64)
+        orig = np.asarray(Image.open(src).convert("RGB"), np.float64)
+        assert overlay.shape[:2] == orig.shape[:2] and overlay.std() > 5
+        assert 0 < np.abs(overlay - orig).mean()  # the CAM is drawn over the picture
+    assert sum(g.name in res.output for g in good) == 2
 
 
-def test_cli_export_and_benchmark(trained_run, tmp_path):
+def test_cli_export_and_benchmark(trained_run, tmp_path, reference):
     from click.testing import CliRunner
 
     import cli
@@ -256,7 +307,10 @@ def test_cli_export_and_benchmark(trained_run, tmp_path):
     res = CliRunner().invoke(cli.main, ["export", str(trained_run.path), "--format", "onnx",
                                         "--out", str(tmp_path), "--no-parity"])
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "model.onnx").is_file()
+    from labtf.predict import open_predictor
+
+    probs = open_predictor(tmp_path / "model.onnx").predict_batch(reference.images)
+    assert np.abs(probs - reference.probs).max() <= TOL["none"]
     res = CliRunner().invoke(cli.main, ["export", str(trained_run.path), "--format", "onnx",
                                         "--out", str(tmp_path), "--no-parity"])
     assert res.exit_code == 2 and "already exists" in res.output
@@ -264,6 +318,9 @@ def test_cli_export_and_benchmark(trained_run, tmp_path):
                                         str(tmp_path / "model.onnx"), "--runs", "2"])
     assert res.exit_code == 0, res.output
     assert "model.onnx" in res.output and "latency" in res.output
+    import re
+
+    assert re.search(r"\d+(\.\d+)? ms", res.output), res.output
 
 
 def test_tensorrt_calibration_batches_feed_the_onnx_input(trained_run, artifacts):
@@ -291,12 +348,21 @@ def test_tensorrt_calibration_batches_feed_the_onnx_input(trained_run, artifacts
     assert {o.name for o in model.graph.output} == {"probabilities", "cam"}
 
 
-def test_tensorrt_engine_build_needs_gpu():
+def test_tensorrt_engine_build_needs_gpu(trained_run, reference, tmp_path):
     pytest.importorskip("tensorrt", reason="TensorRT is not installable here (no NVIDIA GPU); "
                         "build with trtexec as in README")
+    from labtf.predict import open_predictor
+
+    path = export(trained_run.path, "tensorrt", tmp_path, quantize="float16")
+    pred = open_predictor(path)
+    assert pred.classes == trained_run.classes and pred.image_size == 64
+    probs, cam = pred.predict_batch_with_cam(reference.images)
+    assert np.abs(probs - reference.probs).max() <= TOL["float16"]
+    assert (probs.argmax(1) == reference.probs.argmax(1)).mean() >= 0.9
+    assert cam.shape == reference.grad_cam.shape
 
 
-def test_cli_int8_calibration_images(trained_run, tmp_path, caplog):
+def test_cli_int8_calibration_images(trained_run, tmp_path, caplog, reference):
     import logging
 
     from click.testing import CliRunner
@@ -312,7 +378,12 @@ def test_cli_int8_calibration_images(trained_run, tmp_path, caplog):
     assert res.exit_code == 0, res.output
     assert "int8 calibration on 5 train images" in caplog.text
     assert "int8 adaptive rounding on 5 calibration images" in caplog.text
-    assert (tmp_path / "model_int8.tflite").is_file()
+    from exporters.tflite import read_embedded
+    from labtf.predict import open_predictor
+
+    assert read_embedded(tmp_path / "model_int8.tflite")["classes"] == trained_run.classes
+    probs = open_predictor(tmp_path / "model_int8.tflite").predict_batch(reference.images)
+    assert np.abs(probs - reference.probs).max() <= 0.05
 
 
 def test_int8_rounding_choice_is_recorded_and_checked(trained_run, tmp_path, artifacts):

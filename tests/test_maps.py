@@ -29,6 +29,7 @@ def test_pearson_r_by_hand():
     b = np.array([[2.0, 1.0], [4.0, 3.0]])
     # centred: a (-1.5,-.5,.5,1.5), b (-.5,-1.5,1.5,.5): sum ab = 3, |a|^2 = |b|^2 = 5
     assert pearson_r(a, b) == pytest.approx(3 / 5)
+    assert pearson_r(a * 1e-3, b * 1e-3) == pytest.approx(3 / 5)  # faint maps: still a number
     rng = np.random.default_rng(0)
     x, y = rng.random(50), rng.random(50)
     assert pearson_r(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12)
