@@ -82,7 +82,8 @@ def explain_files(run_path: str | os.PathLike, images: list[str], method: str = 
             that already exist.
     """
     from labtf.explain.core import Explainer, check_method, resolve_class
-    from labtf.explain.render import grid, labelled_overlay, poster_panel, save_npy, save_png
+    from labtf.explain.core import Explanation
+    from labtf.explain.render import explanation_tile, grid, poster_panel, save_npy, save_png
     from labtf.run import Run
 
     check_method(method)
@@ -110,11 +111,16 @@ def explain_files(run_path: str | os.PathLike, images: list[str], method: str = 
         probs = ex.predict(x)
         top = probs.argmax(axis=1)
         targets = [int(t) if target is None else target for t in top]
-        maps = ex.maps(method, x, targets).maps
+        res = ex.maps(method, x, targets)
+        maps = res.maps
         for j, i in enumerate(idx):
             path, t = images[i], targets[j]
             npy, png, *rest = plan[path]
-            tile = labelled_overlay(x[j], maps[j], run.classes[t], float(probs[j, t]), method)
+            top_j = int(top[j])
+            e = Explanation(method, maps[j], t, run.classes[t], float(probs[j, t]),
+                            run.classes[top_j], float(probs[j, top_j]), ex.layer,
+                            None if res.rgb is None else res.rgb[j])
+            tile = explanation_tile(x[j], e, method)   # guided maps as gradient images
             save_npy(maps[j].astype(np.float32), npy)
             save_png(tile, png)
             written = [npy, png]
