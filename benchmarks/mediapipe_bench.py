@@ -91,7 +91,10 @@ def main() -> None:
                    "loaded": res.loaded, "error": res.error, "acc": acc,
                    "litert": litert_latency(f, squared, cam)}
             if res.loaded:
-                row["names"] = all(run.classes[i] == n for i, n, _ in res.top)
+                # a CAM model loads, but MediaPipe reads the CAM as a head: indices past the classes
+                row["names"] = all(i < len(run.classes) and run.classes[i] == n
+                                   for i, n, _ in res.top)
+                row["heads"] = ", ".join(res.heads)
                 row["agree"] = np.mean([n == t for (_, n, _), t in zip(res.top, labtf_top)])
                 row["mp"] = statistics.median(res.latency_ms[3:] or res.latency_ms)
             rows.append(row)
@@ -124,7 +127,7 @@ def write(args, rows: list, run, meta: dict, paths: list, t_start: float, total:
     for r in rows:
         ok = r["loaded"]
         cells = [f"{r['tag']} ({r['io']} io) {r['kind']}", f"`{r['file']}`", f"{r['mb']:.1f}",
-                 "yes" if ok else f"no: {r['error']}",
+                 f"yes (heads: {r['heads']})" if ok else f"no: {r['error']}",
                  ("yes" if r["names"] else "no") if ok else "-",
                  f"{100 * r['agree']:.1f}% ({round(r['agree'] * len(paths))}/{len(paths)})"
                  if ok else "-",
