@@ -40,7 +40,7 @@ def start_server(artifact: Path, workers: int, err: Path):
                             stdout=subprocess.PIPE, stderr=open(err, "wb"), cwd=ROOT)
     found, t0 = {}, time.monotonic()
     while len(found) < 2:
-        if proc.poll() is not None or time.monotonic() - t0 > 180:
+        if proc.poll() is not None or time.monotonic() - t0 > 900:
             proc.kill()
             raise SystemExit(f"server did not start; see {err}")
         line = proc.stdout.readline().decode()

@@ -49,7 +49,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", help="a finished run folder (the demo run)")
     ap.add_argument("--exports", default=None, help="export folder [RUN_mediapipe]")
-    ap.add_argument("--out", default=None, help="Markdown file to write")
+    ap.add_argument("--out", default=None, help="Markdown file to write (rewritten after each row)")
+    ap.add_argument("--only", default=",".join(QUANT), help="quantisations, in order [fp32,fp16,int8]")
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -69,12 +70,17 @@ def main() -> None:
     paths = [s.path for s in kept]
     truth = [s.label for s in kept]
     rows, t_start = [], time.time()
-    for tag, (quantize, io_type) in QUANT.items():
+    tags = [t for t in args.only.split(",") if t]
+    for tag in tags:
+        quantize, io_type = QUANT[tag]
         cam_file = exports / artifact_name(quantize, True)
-        if not cam_file.is_file():
-            t = time.perf_counter()
-            export(args.run, "tflite", exports, quantize=quantize, io_type=io_type)
-            print(f"exported {tag} in {time.perf_counter() - t:.0f} s", flush=True)
+        for cam in (True, False):   # what an earlier (interrupted) call left is reused
+            if not (exports / artifact_name(quantize, cam)).is_file():
+                t = time.perf_counter()
+                export(args.run, "tflite", exports, quantize=quantize, io_type=io_type,
+                       with_cam=cam, classifier_twin=False)
+                print(f"exported {artifact_name(quantize, cam)} in {time.perf_counter() - t:.0f} s",
+                      flush=True)
         labtf_top = [r.top[0][0] for r in predict_files(open_predictor(cam_file), paths)]
         acc = np.mean([a == b for a, b in zip(labtf_top, truth)])
         for cam in (True, False):
@@ -85,19 +91,29 @@ def main() -> None:
                    "loaded": res.loaded, "error": res.error, "acc": acc,
                    "litert": litert_latency(f, squared, cam)}
             if res.loaded:
-                row["names"] = all(run.classes[i] == n for i, n, _ in res.top)
+                # a CAM model loads, but MediaPipe reads the CAM as a head: indices past the classes
+                row["names"] = all(i < len(run.classes) and run.classes[i] == n
+                                   for i, n, _ in res.top)
+                row["heads"] = ", ".join(res.heads)
                 row["agree"] = np.mean([n == t for (_, n, _), t in zip(res.top, labtf_top)])
                 row["mp"] = statistics.median(res.latency_ms[3:] or res.latency_ms)
             rows.append(row)
             print(row, flush=True)
+            write(args, rows, run, meta, paths, t_start, 2 * len(tags))
+
+
+def write(args, rows: list, run, meta: dict, paths: list, t_start: float, total: int) -> None:
+    """Print the Markdown table and write it to ``--out`` (after every row)."""
     load = os.getloadavg()
+    print(f"[{len(rows)}/{total} rows]", flush=True)
     text = ["# labtf .tflite in MediaPipe Tasks ImageClassifier\n",
-            f"Command: `python benchmarks/mediapipe_bench.py {args.run}"
+            f"Command: `python benchmarks/mediapipe_bench.py {args.run} --only {args.only}"
             f"{' --out ' + args.out if args.out else ''}`\n",
             f"Date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {os.cpu_count()}-core CPU "
             f"({platform.processor() or platform.machine()}); load average at the end "
             f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (shared machine); "
-            f"{time.time() - t_start:.0f} s in all.\n",
+            f"{time.time() - t_start:.0f} s in all"
+            f"{'' if len(rows) == total else f'; partial: {len(rows)} of {total} rows so far'}.\n",
             f"Run `{args.run}` ({meta.get('backbone')}, {meta.get('image_size')} px, "
             f"{len(run.classes)} classes), test split: {len(paths)} images. labtf predict = "
             "`labtf predict` on the CAM model of the same quantisation (Pillow decode, "
@@ -111,7 +127,7 @@ def main() -> None:
     for r in rows:
         ok = r["loaded"]
         cells = [f"{r['tag']} ({r['io']} io) {r['kind']}", f"`{r['file']}`", f"{r['mb']:.1f}",
-                 "yes" if ok else f"no: {r['error']}",
+                 f"yes (heads: {r['heads']})" if ok else f"no: {r['error']}",
                  ("yes" if r["names"] else "no") if ok else "-",
                  f"{100 * r['agree']:.1f}% ({round(r['agree'] * len(paths))}/{len(paths)})"
                  if ok else "-",
@@ -119,7 +135,8 @@ def main() -> None:
         text.append("| " + " | ".join(cells) + " |")
     text.append("")
     out = "\n".join(text)
-    print(out)
+    if len(rows) == total:
+        print(out)
     if args.out:
         Path(args.out).write_text(out)
 

@@ -42,7 +42,7 @@ def server(trained_run, tmp_path_factory):
                           "--access-log", ""], stdout=subprocess.PIPE, stderr=err, cwd=ROOT)
     lines, t0 = [], time.monotonic()
     while len(lines) < 2:
-        if p.poll() is not None or time.monotonic() - t0 > 120:
+        if p.poll() is not None or time.monotonic() - t0 > 600:
             p.kill()
             pytest.fail(f"server did not start: {(out / 'serve.err').read_text()[-2000:]}")
         line = p.stdout.readline().decode()
