@@ -130,6 +130,7 @@ def test_official_stubs_answer_like_rest(server, blobs, trained_run):
     sdm = get_model_metadata_pb2.SignatureDefMap()
     server["pred"].GetModelMetadata(mreq, 30).metadata["signature_def"].Unpack(sdm)
     _, rest_meta = _rest(server["port"], "/v1/models/tiny/metadata")
+
     def no_empty(d):    # protobuf's JSON leaves out empty maps (REST writes "defaults": {})
         return ({k: no_empty(v) for k, v in d.items() if v != {}} if isinstance(d, dict) else d)
 
