@@ -101,7 +101,7 @@ def _early_stop_state(values: list[float], patience: int) -> tuple[bool, int, fl
 
 def _callbacks(run: Path, stage: int, monitor: str, patience: int, best_so_far: float | None,
                prior: list[float], full: keras.Model):
-    from labtf.trunk_cache import FullModelCheckpoint
+    from labtf.checkpoints import AtomicBackupAndRestore, FullModelCheckpoint
 
     # Order matters for a kill between two of them: the history row and the best
     # checkpoint are written before the backup that commits the epoch; a resume drops
@@ -110,11 +110,10 @@ def _callbacks(run: Path, stage: int, monitor: str, patience: int, best_so_far: 
         keras.callbacks.CSVLogger(str(run / f"history_stage{stage}.csv"), append=True),
         # the whole classifier, also while a sub-model trains on the trunk cache
         FullModelCheckpoint(full, str(run / BEST), monitor=monitor, mode="min",
-                            save_best_only=True, save_weights_only=True,
-                            initial_value_threshold=best_so_far),
+                            save_best_only=True, initial_value_threshold=best_so_far),
         # kept until state.json records the stage: a kill between the last epoch and that
         # write must not run the stage again from epoch 0
-        keras.callbacks.BackupAndRestore(str(_backup(run, stage)), delete_checkpoint=False),
+        AtomicBackupAndRestore(str(_backup(run, stage)), delete_checkpoint=False),
     ]
     if patience:
         cbs.append(_ResumedEarlyStopping(prior, monitor=monitor, mode="min", patience=patience))

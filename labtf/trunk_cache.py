@@ -144,17 +144,6 @@ class EpochSync(keras.callbacks.Callback):
         self.seq.set_epoch(epoch)
 
 
-class FullModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """A ModelCheckpoint that saves the whole classifier while a sub-model trains."""
-
-    def __init__(self, full: keras.Model, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._full = full
-
-    def set_model(self, model):
-        super().set_model(self._full)
-
-
 class CachedStages:
     """What each training stage fits when the trunk is cached.
 
