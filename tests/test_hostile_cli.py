@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import time
 import zipfile
@@ -13,7 +12,6 @@ import pytest
 
 from labtf.errors import LabtfError
 from labtf.manifest import read_manifest
-
 
 
 def _cli(*args):
@@ -96,7 +94,8 @@ def test_cli_manifest_mistakes_are_one_line(tiny_data, tmp_path, case):
     out = tmp_path / "run"
     bodies = {"short": ("path,label,split\nred_disc/000.jpg\n", "line 2"),
               "binary": (None, "not UTF-8 CSV text"),
-              "nul": ("path,label\nred_disc/000.jpg,re\x00d\n", "line 2: the label 're\\x00d' holds a control"),
+              "nul": ("path,label\nred_disc/000.jpg,re\x00d\n",
+                      "line 2: the label 're\\x00d' holds a control"),
               "dup": ("path,label\nred_disc/000.jpg,a\nred_disc/000.jpg,b\n", "line 2 (a), line 3 (b)"),
               "out_is_file": (None, "is a file, not a run folder")}
     body, message = bodies[case]

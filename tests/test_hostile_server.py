@@ -243,7 +243,8 @@ def test_page_states_before_and_after_a_failed_upload(tight, tmp_path):
         assert "confidence" not in page.eval("document.body.innerText")
         page.upload("#file", good)
         assert page.wait_for("document.body.dataset.state === 'done'", 30)
-        assert page.eval(f"{visible}('out')") is True and page.eval("document.getElementById('label').textContent")
+        assert page.eval(f"{visible}('out')") is True and \
+            page.eval("document.getElementById('label').textContent")
         assert f"my {clip.name}" in page.eval("document.getElementById('filename').textContent")
         target = os.environ.get("LABTF_SERVE_PAGE_PNG")
         if target:

@@ -9,8 +9,9 @@ Serves, on 127.0.0.1 only: ``/v1/images/`` (Openverse-shaped JSON),
 with an image type), ``/huge`` (endless image/jpeg stream, bounded at 64 MB) and
 ``/drop/NAME`` (closes the connection mid-body); Openverse queries ``unauthorized`` (401)
 and ``throttled`` (429 + Retry-After) and Wikimedia ``api-error-CODE`` (HTTP 200 ``error``;
-``ratelimited`` succeeds on the next call) answer like the real APIs' errors; ``/drip/SECONDS`` (an image/jpeg body of
-one byte per second, no Content-Length) and ``/ftp`` (302 to an ``ftp://`` URL).
+``ratelimited`` succeeds on the next call) answer like the real APIs' errors;
+``/drip/SECONDS`` (an image/jpeg body of one byte per second, no Content-Length) and
+``/ftp`` (302 to an ``ftp://`` URL).
 """
 from __future__ import annotations
 

@@ -191,7 +191,6 @@ class WikimediaCommons(Provider):
             if not cont:
                 return
 
-
     def _call(self, url: str) -> dict:
         """One API call; the Action API reports errors as HTTP 200 ``{"error": {code, info}}``:
         ``ratelimited`` and ``maxlag`` are retried after a wait, the rest raise.

@@ -327,5 +327,5 @@ def apply_rejections(work: str | os.PathLike, lists: list[str]) -> dict:
         counts["moves"] = old.get("moves", []) + moves
     record_step(work, "review", counts)
     log.debug("review: moved %d file(s) to rejected/ (%d already there); %d image(s) left",
-             moved, skipped, len(after))
+              moved, skipped, len(after))
     return counts
