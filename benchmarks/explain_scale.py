@@ -15,9 +15,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -97,9 +95,11 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="folder for images and outputs [a temp dir]")
     ap.add_argument("--record", default=None, help="write the Markdown here")
     args = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from record import Recorder
 
+    rec = Recorder()   # date, command, commit, machine, load at start and end
     work = Path(args.work or tempfile.mkdtemp(prefix="explain_scale_"))
-    load_before = os.getloadavg()
     if args.data:
         data, masks, n_images = args.data, args.masks, None
     else:
@@ -132,17 +132,9 @@ def main() -> None:
         n = int(m.group(1)) if m else n
         rows.append((name, n, r))
         print(f"{name}: {n} images, peak RSS {r['rss_gb']:.2f} GB, {r['seconds']:.0f} s", flush=True)
-    load_after = os.getloadavg()
     eval_table = rows[0][2]["stdout"].split("written:")[0].strip()
     lines = [
         "# explain / explain-eval at scale: peak memory and time", "",
-        f"Recorded {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} by "
-        f"`python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`.  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB RAM; load "
-        f"average (1/5/15 min) {'/'.join(f'{v:.1f}' for v in load_before)} before, "
-        f"{'/'.join(f'{v:.1f}' for v in load_after)} after (the machine is shared: seconds "
-        "are upper bounds).  ",
         f"Images: {data}" + (f" (masks {masks})" if masks else "") + ".", "",
         "Commands (each its own process under `/usr/bin/time -v`):", "",
         *[f"    {shown}" for _, _, shown, _ in runs], "",
@@ -155,7 +147,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.record:
-        Path(args.record).write_text(text)
+        rec.write(args.record, text)
         print(f"written: {args.record}")
 
 
