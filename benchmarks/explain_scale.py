@@ -100,6 +100,7 @@ def main() -> None:
 
     rec = Recorder()   # date, command, commit, machine, load at start and end
     work = Path(args.work or tempfile.mkdtemp(prefix="explain_scale_"))
+    work.mkdir(parents=True, exist_ok=True)
     if args.data:
         data, masks, n_images = args.data, args.masks, None
     else:
