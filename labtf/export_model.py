@@ -36,12 +36,10 @@ class TopClassCAM(keras.layers.Layer):
     ONNX, TensorRT); exact ties average their maps (the max scaling makes the
     sum and the mean the same map). ``normalize=False`` leaves out the final
     division (full-integer TF-Lite: an int8 DIV aborts on an all-zero map), and
-    the runtime wrapper scales the map instead. ``eps`` (the floor of the divisor) must
-    survive float16 TF-Lite, whose constants are stored as float16: 1e-30 became 0 there,
-    and an all-zero map came out as 0/0 = NaN.
+    the runtime wrapper scales the map instead.
     """
 
-    def __init__(self, kernel: np.ndarray, eps: float = 1e-4, normalize: bool = True,
+    def __init__(self, kernel: np.ndarray, eps: float = 1e-30, normalize: bool = True,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         self.normalize = bool(normalize)
