@@ -161,21 +161,18 @@ def _reference_map(ex, method, x, classes):
         from scipy.ndimage import zoom
 
         a, _ = _feats_and_grads(ex, x, classes)
-        keep = []
-        for img in a:  # the union of each image's top-N channels by spatial std
-            for k in np.argsort(-img.std(axis=(0, 1)), kind="stable")[:FASTER_SCORECAM_N]:
-                if k not in keep:
-                    keep.append(k)
-        a = a[..., keep]
-        weights = np.zeros(a.shape[::3])
-        for i in range(len(x)):
-            up = zoom(a[i], (size / a.shape[1], size / a.shape[2], 1), order=1, mode="nearest")
+        cams = []
+        for i in range(len(x)):  # each image on its own: its top-N channels by spatial std
+            keep = np.argsort(-a[i].std(axis=(0, 1)), kind="stable")[:FASTER_SCORECAM_N]
+            ai = a[i][..., keep]
+            up = zoom(ai, (size / ai.shape[0], size / ai.shape[1], 1), order=1, mode="nearest")
             lo, hi = up.min(axis=(0, 1)), up.max(axis=(0, 1))
             masks = np.moveaxis((up - lo) / (hi - lo + 1e-7), -1, 0)
             logits = np.asarray(ex.logits_model(x[i] * masks[..., None], training=False), np.float64)
             probs = np.exp(logits - logits.max(1, keepdims=True))
-            weights[i] = (probs / probs.sum(1, keepdims=True))[:, classes[i]]
-        cam = np.einsum("nhwk,nk->nhw", a, weights)
+            weights = (probs / probs.sum(1, keepdims=True))[:, classes[i]]
+            cams.append(np.einsum("hwk,k->hw", ai, weights))
+        cam = np.stack(cams)
         return _upsample_norm(np.maximum(cam, 0), size)
     if method == "guided":  # Springenberg et al.: max |guided gradient| over channels
         return _norm(np.abs(_input_grads(ex.guided_logits_model, x, classes)).max(-1))
