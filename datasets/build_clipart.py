@@ -60,14 +60,17 @@ MARGIN = 0.05          # fraction of the content's longer side
 WHITE_THRESHOLD = 8    # per-channel distance from white that counts as content
 MIN_CONTENT = 64       # px: refuse sources whose content is smaller than this
 ALPHA_THRESHOLD = 8    # alpha at or below this counts as transparent margin
-# The selected sources are all below 1 Mpx; main() refuses anything absurdly large (a few
-# files in the package are hundreds of megapixels). Set there, not at import: a test that
-# imports this module must not change Pillow's limit for everything else in its process.
+# The selected sources are all below 1 Mpx; _load refuses anything absurdly large (a few
+# files in the package are hundreds of megapixels) from the header. Pillow's global limit is
+# left alone: a test that runs this script must not change it for the rest of its process.
 MAX_SOURCE_PIXELS = 20_000_000
 
 
 def _load(src: Path) -> Image.Image:
     with Image.open(src) as im:
+        if im.size[0] * im.size[1] > MAX_SOURCE_PIXELS:   # from the header, before decoding
+            raise Image.DecompressionBombError(f"{src}: {im.size[0]}x{im.size[1]} px is more "
+                                               f"than the {MAX_SOURCE_PIXELS} px allowed")
         im.load()
         return im.convert("RGBA")
 
@@ -197,7 +200,6 @@ def write_masks(source: Path, rows: list[dict], folder: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    Image.MAX_IMAGE_PIXELS = MAX_SOURCE_PIXELS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE,
                     help="openclipart-png root (default: %(default)s)")

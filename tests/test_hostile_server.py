@@ -93,7 +93,7 @@ def test_pixel_bomb_is_refused_from_headers_and_ordinary_requests_keep_working(t
 
 def _with_heavy_request(proc, check) -> None:
     """Run ``check()`` while a large (admitted, seconds-long) request decodes; it must end 200."""
-    heavy = predict_body([png(2000, 2000)] * 24)   # 96 MP, small PNGs, seconds of decoding
+    heavy = predict_body([png(4000, 4000)] * 24)   # 384 MP, small PNGs, seconds of decoding
     result = {}
     first = threading.Thread(target=lambda: result.setdefault(
         "r", timed_post(proc.port, "/v1/models/m:predict", heavy, timeout=120)))
