@@ -332,8 +332,9 @@ def _train(config: TrainConfig, out: Path, resume: bool, verbose: int) -> Run:
             if stage == 2:
                 _load_best(model, out)
                 unfreeze_top(model, spec, config.fine_tune_blocks)
-            fit_model, fit_train, fit_val, extra = (cached.stage(stage) if cached is not None
-                                                    else (model, train_ds, val_ds, []))
+            with scope():   # a sub-model (trunk cache) is a new model: build it in the scope
+                fit_model, fit_train, fit_val, extra = (cached.stage(stage) if cached is not None
+                                                        else (model, train_ds, val_ds, []))
             steps = len(fit_train) if cached is not None else -(-len(train_s) // batch)
             with scope():
                 _compile(fit_model, _schedule(config, stage, lr, epochs, steps),

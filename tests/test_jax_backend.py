@@ -45,4 +45,5 @@ def test_train_on_jax_and_load_on_tensorflow(shared_data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     jax_probs = np.load(tmp_path / "jax.npy")
     np.testing.assert_allclose(probs, jax_probs, atol=1e-4)
-    assert np.abs(probs - probs[:, ::-1]).max() > 1e-3  # the comparison can tell classes apart
+    # the comparison can tell classes apart: they differ by more than twice its tolerance
+    assert np.abs(probs - probs[:, ::-1]).max() > 2e-4
