@@ -216,4 +216,4 @@ def cached_stages(model: keras.Model, spec, config, out: Path, train_s: list, va
     val = compute_views(trunk, lambda v: make_dataset(
         val_s, classes, size, batch, cache=False, resize=config.resize), 1, folder,
         "val") if val_s else None
-    return CachedStages(model, boundary, train, val, config.batch_size, config.seed)
+    return CachedStages(model, boundary, train, val, batch, config.seed)   # global batch
