@@ -131,8 +131,18 @@ def test_official_stubs_answer_like_rest(server, blobs, trained_run):
     server["pred"].GetModelMetadata(mreq, 30).metadata["signature_def"].Unpack(sdm)
     _, rest_meta = _rest(server["port"], "/v1/models/tiny/metadata")
 
-    def no_empty(d):    # protobuf's JSON leaves out empty maps (REST writes "defaults": {})
-        return ({k: no_empty(v) for k, v in d.items() if v != {}} if isinstance(d, dict) else d)
+    def no_empty(d):
+        """Signatures, inputs, outputs, dtypes and dims; protobuf's JSON leaves out empty maps
+        and false flags (REST writes "defaults": {}, "unknown_rank": false), and the graph's
+        internal tensor names are not part of the contract; int64s are JSON strings there."""
+        if isinstance(d, list):
+            return [no_empty(v) for v in d]
+        if isinstance(d, str) and d.lstrip("-").isdigit():
+            return int(d)
+        if not isinstance(d, dict):
+            return d
+        return {k: no_empty(v) for k, v in d.items()
+                if v != {} and v is not False and k != "name"}
 
     assert no_empty(json_format.MessageToDict(sdm, preserving_proto_field_name=True)) == \
         no_empty(rest_meta["metadata"]["signature_def"])
