@@ -289,7 +289,7 @@ def export_cmd(run, fmt, quantize, io_type, calibration_images, int8_rounding, o
 @user_errors
 def benchmark(artifacts, run_path, runs, batch_size):
     """Latency, throughput, size and accuracy of ARTIFACTS side by side."""
-    from labtf.inference import benchmark_artifacts
+    from labtf.benchmark import benchmark_artifacts
 
     click.echo(benchmark_artifacts(list(artifacts), run_path, runs, batch_size))
 

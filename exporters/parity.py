@@ -42,7 +42,7 @@ def reference(run, split: str = "test", limit: int | None = None,
         LabtfError: the split is missing or unreadable.
     """
     from labtf.export_model import grad_cam
-    from labtf.inference import measure_latency
+    from labtf.benchmark import measure_latency
     from labtf.predict import KerasPredictor
 
     meta = run.meta
@@ -75,7 +75,7 @@ def parity_report(artifact: str | Path, ref: Reference, latency_runs: int = 30,
     Raises:
         LabtfError: the artifact cannot be opened.
     """
-    from labtf.inference import measure_latency
+    from labtf.benchmark import measure_latency
     from labtf.predict import open_predictor
 
     pred = open_predictor(artifact)

@@ -18,34 +18,9 @@ import numpy as np
 
 from labtf.errors import LabtfError
 from labtf.images import BadImage, load_rgb, to_square
+from labtf.predictor_base import Predictor  # noqa: F401  (re-exported: the interface)
 
 log = logging.getLogger(__name__)
-
-
-class Predictor:
-    """Base class: ``classes``, ``image_size``, ``resize`` and ``predict_batch``.
-
-    Optional capability: ``has_cam`` True means ``predict_batch_with_cam``
-    also returns the top class's activation map (N, h, w) in [0, 1].
-    """
-
-    classes: list[str]
-    image_size: int
-    resize: str = "crop"
-    has_cam: bool = False
-
-    def predict_batch(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities (N, C) for float32 images (N, S, S, 3) in 0..255."""
-        raise NotImplementedError
-
-    def predict_batch_with_cam(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (N, C) and top-class CAM (N, h, w) in [0, 1].
-
-        Raises:
-            LabtfError: this predictor has no CAM output.
-        """
-        raise LabtfError(f"{type(self).__name__} has no CAM output; re-export the model "
-                         "with 'labtf export' to get one")
 
 
 class KerasPredictor(Predictor):
@@ -95,12 +70,13 @@ def open_predictor(path: str | os.PathLike) -> Predictor:
     if not path.exists():
         raise LabtfError(f"{path} does not exist; pass a run folder or an exported model")
     log.info("loading the model in %s (the runtime's start-up takes a few seconds)", path)
-    import labtf.inference  # noqa: F401  appends the exported-artifact predictors
+    from labtf.inference import ARTIFACT_PREDICTORS
 
-    for test, factory, _ in PREDICTORS:
+    table = [*PREDICTORS, *ARTIFACT_PREDICTORS]
+    for test, factory, _ in table:
         if test(path):
             return factory(path)
-    kinds = "; ".join(d for _, _, d in PREDICTORS)
+    kinds = "; ".join(d for _, _, d in table)
     raise LabtfError(f"{path} is not something labtf can predict with; expected {kinds}")
 
 
