@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from labtf.collect.download import sha256_file
 from labtf.collect.ledger import LEDGER_NAME, Ledger
 from labtf.curate import phash
 from labtf.curate.report import load_report, record_step
 from labtf.errors import LabtfError
 from labtf.fileio import read_json_or_text, write_text
+from labtf.hashing import sha256_file
 from labtf.images import BadImage, check_pixels, is_image_name
 
 log = logging.getLogger(__name__)
