@@ -10,7 +10,7 @@ from PIL import Image
 
 from labtf.collect import collect, load_keywords
 from labtf.collect.download import Downloader
-from labtf.collect.fakeserver import FakeServer
+from labtf.testing.fakeserver import FakeServer
 from labtf.collect.http import FetchError, HttpClient
 from labtf.collect.ledger import Ledger
 from labtf.collect.providers import Candidate, make_provider

@@ -13,7 +13,7 @@ from PIL import Image
 from labtf.collect.ledger import Ledger
 from labtf.curate import apply_rejections, curate, grouped_split
 from labtf.curate.phash import group_pairs, near_duplicate_pairs, signature
-from labtf.curate.planted import VARIANTS, make_variant, pair_scores
+from labtf.testing.planted import VARIANTS, make_variant, pair_scores
 from labtf.errors import LabtfError
 from labtf.manifest import read_manifest
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from labtf.collect import CANDIDATES_NAME, collect
 from labtf.collect.download import decode_check
-from labtf.collect.fakeserver import FakeServer
+from labtf.testing.fakeserver import FakeServer
 from labtf.collect.http import FetchError, HttpClient
 from labtf.collect.ledger import Ledger
 from labtf.errors import LabtfError
