@@ -306,7 +306,8 @@ class LabApparatus(tfds.core.GeneratorBasedBuilder):
             found = [Sample(rel, cls) for cls, rels in _scan_class_folders(root).items()
                      for rel in rels]
             items: Dict[str, List[Item]] = {}
-            for s in stratified_split(found, TEST_FRACTION, 0.0, seed=SPLIT_SEED):
+            for s in stratified_split(found, test_fraction=TEST_FRACTION, val_fraction=0.0,
+                                      seed=SPLIT_SEED):
                 items.setdefault(s.split, []).append((root / s.path, s.label, s.path))
         counts = {name: len(v) for name, v in items.items()}
         logger.info("lab_apparatus: files per split before decoding: %s", counts)

@@ -105,8 +105,9 @@ def test_class_folders_prepare_and_load(tmp_path: Path) -> None:
 
     # The split is labtf's stratified split (seed 1234) of every file found, before decoding.
     found = [Sample(f, f.split("/")[0]) for f in [*expected, f"{CLASSES[0]}/broken.jpg"]]
-    want = {s.path for s in stratified_split(found, la.TEST_FRACTION, 0.0, seed=la.SPLIT_SEED)
-            if s.split == "test"}
+    made = stratified_split(found, test_fraction=la.TEST_FRACTION, val_fraction=0.0,
+                            seed=la.SPLIT_SEED)
+    want = {s.path for s in made if s.split == "test"}
     assert set(seen["test"]) == want
 
 
