@@ -479,6 +479,7 @@ def report(run, out, samples):
 def collect(out, keywords, providers, base_urls, urls_file, classes, per_class, workers, timeout,
             retries, rate_per_host, max_mb, refresh_search, retry_failed):
     """Search and download images into OUT/images/<class>/ with a manifest (resumable)."""
+    from labtf.collect import CollectOptions
     from labtf.collect import collect as do_collect
 
     bases = {}
@@ -487,9 +488,12 @@ def collect(out, keywords, providers, base_urls, urls_file, classes, per_class, 
             raise LabtfError(f"--base-url '{item}' must look like NAME=URL")
         k, v = item.split("=", 1)
         bases[k.strip()] = v.strip()
-    c = do_collect(keywords, out, tuple(providers), per_class, bases, urls_file,
-                   workers, timeout, retries, 0.5, rate_per_host, int(max_mb * (1 << 20)),
-                   refresh_search, retry_failed, list(classes) or None)
+    options = CollectOptions(providers=tuple(providers), per_class=per_class, base_urls=bases,
+                             urls_file=urls_file, workers=workers, timeout=timeout,
+                             retries=retries, rate_per_host=rate_per_host,
+                             max_bytes=int(max_mb * (1 << 20)), refresh_search=refresh_search,
+                             retry_failed=retry_failed, classes=list(classes) or None)
+    c = do_collect(keywords, out, options=options)
     click.echo(f"collect: {c['candidates']} candidate(s) -> {c['ok']} kept, {c['duplicate']} duplicate, "
                f"{c['failed']} failed; manifest {Path(out) / 'manifest.jsonl'}")
 
@@ -511,7 +515,7 @@ def curate(work, apply_lists, min_side, max_aspect, drop_duplicates):
         c = apply_rejections(work, list(apply_lists))
         click.echo(f"review: {c['rejected']} file(s) moved to rejected/; {c['after']} image(s) left")
         return
-    c = do_curate(work, min_side, max_aspect, drop_duplicates)
+    c = do_curate(work, min_side=min_side, max_aspect=max_aspect, drop_duplicates=drop_duplicates)
     click.echo(f"curate: {c['after']} image(s), {c['groups']} near-duplicate group(s) "
                f"({c['cross_class_groups']} across classes); review: "
                f"{Path(work) / 'curation' / 'review' / 'index.html'}")
@@ -528,7 +532,8 @@ def split(work, test_fraction, val_fraction, seed, out):
     """Stratified split keeping near-duplicate groups on one side; writes path,label,split."""
     from labtf.curate import grouped_split
 
-    path = grouped_split(work, test_fraction, val_fraction, seed, out)
+    path = grouped_split(work, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed,
+                         out=out)
     click.echo(f"split: {path}  (train with: labtf train {path})")
 
 

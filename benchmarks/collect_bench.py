@@ -31,9 +31,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from labtf.collect.fakeserver import FakeServer  # noqa: E402
+from labtf.testing.fakeserver import FakeServer  # noqa: E402
 from labtf.collect.ledger import Ledger  # noqa: E402
-from labtf.curate.planted import VARIANTS, make_variant, pair_scores  # noqa: E402
+from labtf.testing.planted import VARIANTS, make_variant, pair_scores  # noqa: E402
 
 OPENCLIPART = Path("/usr/share/openclipart/png")
 CATEGORIES = ("animals", "food", "people", "transportation", "recreation", "signs_and_symbols",

@@ -57,7 +57,7 @@ TARGETS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 EQUIVALENT: dict[str, str] = {
     "maps:normalize_maps:11:Gt -> GtE": "equivalent: where peak == 0 the map is all zero after the "
     "ReLU, and cam / max(peak, 1e-30) is 0 as well",
-    "phash:union:317:Lt -> LtE": "equivalent: union by size with ties joined the other way; the "
+    "phash:union:345:Lt -> LtE": "equivalent: union by size with ties joined the other way; the "
     "sets (and group_pairs' sorted members) are the same",
     "metrics:compute_metrics:72:constant 0 -> 1": "unreachable: the empty-input branch of the "
     "accuracy; sklearn's confusion_matrix raises on empty input before it",

@@ -44,8 +44,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from labtf.backbones.imagenet_preprocess import (  # noqa: E402
-    INPUT_SIZE, NORMALIZATION, imagenet_eval_input, normalize_input)
-from labtf.backbones.pth_weights import find_checkpoint  # noqa: E402
+    imagenet_eval_input, normalization, normalize_input)
+from labtf.backbones.pth_weights import find_checkpoint as _find  # noqa: E402
+from labtf.backbones.registry import get_backbone, get_pth_weights  # noqa: E402
+
+
+def find_checkpoint(name: str) -> Path:
+    """The checkpoint file the backbone's module declares."""
+    return _find(get_pth_weights(name))
+
 
 IMAGES = {"coffee": skimage.data.coffee, "chelsea": skimage.data.chelsea}
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2_tv")
@@ -129,11 +136,11 @@ def main() -> None:
     }
     for name in BACKBONES:
         model = reference_model(name)
-        entry: dict = {"input_size": INPUT_SIZE[name], "normalization":
-                       {"mean": list(NORMALIZATION[name][0]), "std": list(NORMALIZATION[name][1])},
+        size, (mean, std) = get_backbone(name).input_size, normalization(name)
+        entry: dict = {"input_size": size, "normalization": {"mean": list(mean), "std": list(std)},
                        "checkpoint": find_checkpoint(name).name, "images": {}}
         for img_name, loader in IMAGES.items():
-            x = normalize_input(imagenet_eval_input(loader(), INPUT_SIZE[name]), name)
+            x = normalize_input(imagenet_eval_input(loader(), size), name)
             with torch.no_grad():
                 logits = model(torch.from_numpy(x).permute(2, 0, 1)[None].contiguous())[0].numpy()
             top5 = np.argsort(-logits, kind="stable")[:5]

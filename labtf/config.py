@@ -21,6 +21,24 @@ def check_choice(what: str, value: str, valid) -> str:
     return value
 
 
+def options_from_dict(cls: type, d: dict[str, Any], what: str = "option"):
+    """Build the options dataclass ``cls`` from ``d``, refusing unknown keys with the valid ones.
+
+    Args:
+        cls: a dataclass whose ``__post_init__`` validates the values.
+        d: field name -> value (missing fields keep their defaults).
+        what: the word in the error (``unknown config key(s) ...``).
+
+    Raises:
+        LabtfError: an unknown key (the message lists the valid ones), or a bad value.
+    """
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(d) - set(valid))
+    if unknown:
+        raise LabtfError(f"unknown {what} key(s) {unknown}; valid keys: {', '.join(valid)}")
+    return cls(**d)
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides a training run; saved as ``config.json`` in the run.
@@ -113,8 +131,4 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         """Build from a dict, refusing unknown keys with the list of valid ones."""
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise LabtfError(f"unknown config key(s) {unknown}; valid keys: {', '.join(valid)}")
-        return cls(**d)
+        return options_from_dict(cls, d, "config")

@@ -55,8 +55,13 @@ def check_pixels(img: Image.Image, name: str | os.PathLike) -> None:
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to RGB, compositing transparency onto white.
 
+    16-bit grey (``I;16*``, or ``I`` as older Pillow opens 16-bit PNGs) keeps its brightness:
+    0..65535 maps to 0..255 by its high byte, the same pixels ``tf.io.decode_png`` gives (Pillow's
+    own conversion would clip everything above 255 to white). Wider ``I`` data is scaled by its
+    maximum; float (``F``) data, whose range is unknown, is stretched min..max.
+
     Args:
-        img: a loaded Pillow image (L, LA, P, PA, RGBA, CMYK, I;16, F, ...).
+        img: a loaded Pillow image (L, LA, P, PA, RGBA, CMYK, I;16, I, F, ...).
 
     Returns:
         An RGB image of the same size.
@@ -65,11 +70,15 @@ def to_rgb(img: Image.Image) -> Image.Image:
         return img
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("RGBA", "LA", "PA"):
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        arr = np.clip(np.asarray(img, dtype=np.int64), 0, None)
+        top = max(int(arr.max(initial=0)), 0xFFFF) + 1      # 65536 for 16-bit data: v >> 8
+        return Image.fromarray((arr * 256 // top).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "F":
         arr = np.asarray(img, dtype=np.float64)
         lo, hi = float(arr.min()), float(arr.max())
         scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)

@@ -28,6 +28,8 @@ from etils import epath
 from PIL import Image, ImageOps
 
 from labtf.errors import LabtfError
+from labtf.images import IMAGE_SUFFIXES, check_pixels, to_rgb
+from labtf.manifest import Sample, stratified_split
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +74,8 @@ DATASET_NAME = "lab_apparatus"
 MANIFEST_NAME = "manifest.csv"
 TEST_FRACTION = 0.18
 SPLIT_SEED = 1234
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".tif",
-     ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
-)
+#: labtf's image endings plus a few more Pillow reads (JPEG variants, Netpbm).
+IMAGE_EXTENSIONS = frozenset(IMAGE_SUFFIXES) | {".jpe", ".jfif", ".ppm", ".pgm", ".pbm"}
 _JPEG_QUALITY = 95
 
 Item = Tuple[Path, str, str]  # (absolute path, class name, relative filename)
@@ -133,71 +133,28 @@ def default_manual_dir(data_dir: Optional[os.PathLike] = None) -> Path:
     return Path(root).expanduser() / "downloads" / "manual"
 
 
-def stratified_split(
-    files_by_class: Dict[str, List[str]],
-    test_fraction: float = TEST_FRACTION,
-    seed: int = SPLIT_SEED,
-) -> Dict[str, Dict[str, List[str]]]:
-    """Deterministic per-class train/test split.
-
-    Each class's sorted file list is shuffled with a generator seeded by
-    ``(seed, class index)``, so adding a class never reshuffles another, and
-    ``round(n * test_fraction)`` files go to test (at least one stays in train).
-
-    Args:
-        files_by_class: class name -> relative file names.
-        test_fraction: share of each class put in ``test``.
-        seed: split seed.
-
-    Returns:
-        ``{"train": {cls: [...]}, "test": {cls: [...]}}``.
-    """
-    out: Dict[str, Dict[str, List[str]]] = {"train": {}, "test": {}}
-    for cls, files in files_by_class.items():
-        files = sorted(files)
-        rng = np.random.default_rng([seed, LAB_APPARATUS_CLASSES.index(cls)])
-        order = rng.permutation(len(files))
-        n_test = min(max(len(files) - 1, 0), int(round(len(files) * test_fraction)))
-        out["test"][cls] = [files[i] for i in order[:n_test]]
-        out["train"][cls] = [files[i] for i in order[n_test:]]
-    return out
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Converts any Pillow mode to RGB; transparency is composited on white."""
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = float(arr.max()) if arr.size else 0.0
-        scale = 255.0 / hi if hi > 255 else 1.0
-        img = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), "L")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
-    return img.convert("RGB")
-
-
-def load_rgb_bytes(path: Path) -> bytes:
+def encoded_rgb(path: Path) -> bytes:
     """Reads an image file and returns JPEG or PNG bytes of its RGB version.
 
     Upright RGB JPEGs and PNGs are kept byte for byte; anything else (other
-    modes, EXIF-rotated photos, GIF/BMP/TIFF/WebP) is converted to RGB and
-    re-encoded: PNG for lossless sources, JPEG (quality 95) for JPEGs.
+    modes, EXIF-rotated photos, GIF/BMP/TIFF/WebP) is converted to RGB by
+    :func:`labtf.images.to_rgb` and re-encoded: PNG for lossless sources,
+    JPEG (quality 95) for JPEGs.
 
     Raises:
+        BadImage: more pixels than :data:`labtf.images.MAX_PIXELS`.
         OSError, ValueError: the file is not a readable image.
     """
     raw = path.read_bytes()
     with Image.open(io.BytesIO(raw)) as img:
+        check_pixels(img, path)
         fmt = img.format
         img.load()  # Raises on truncated / corrupt data.
         orientation = img.getexif().get(0x0112, 1)
         upright = orientation in (None, 1)
         if fmt in ("JPEG", "PNG") and img.mode == "RGB" and upright:
             return raw
-        rgb = _to_rgb(img if upright else ImageOps.exif_transpose(img))
+        rgb = to_rgb(img if upright else ImageOps.exif_transpose(img))
     buf = io.BytesIO()
     if fmt == "JPEG":
         rgb.save(buf, format="JPEG", quality=_JPEG_QUALITY)
@@ -290,8 +247,12 @@ def _read_manifest(root: Path) -> Dict[str, List[Item]]:
 class LabApparatus(tfds.core.GeneratorBasedBuilder):
     """15-class laboratory apparatus photos (the poster's dataset)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release.",
+        "1.1.0": "Split by labtf.manifest.stratified_split (seed 1234, same 82/18 per class); "
+                 "RGB by labtf.images.to_rgb (16-bit grey keeps its brightness).",
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
     The lab apparatus images are not downloadable. Put one folder per class,
     named exactly {", ".join(LAB_APPARATUS_CLASSES)}
@@ -342,15 +303,12 @@ class LabApparatus(tfds.core.GeneratorBasedBuilder):
             logger.info("lab_apparatus: using splits from %s", root / MANIFEST_NAME)
             items = _read_manifest(root)
         else:
-            split = stratified_split(_scan_class_folders(root))
-            items = {
-                name: [
-                    (root / rel, cls, rel)
-                    for cls, rels in by_class.items()
-                    for rel in rels
-                ]
-                for name, by_class in split.items()
-            }
+            found = [Sample(rel, cls) for cls, rels in _scan_class_folders(root).items()
+                     for rel in rels]
+            items: Dict[str, List[Item]] = {}
+            for s in stratified_split(found, test_fraction=TEST_FRACTION, val_fraction=0.0,
+                                      seed=SPLIT_SEED):
+                items.setdefault(s.split, []).append((root / s.path, s.label, s.path))
         counts = {name: len(v) for name, v in items.items()}
         logger.info("lab_apparatus: files per split before decoding: %s", counts)
         self.info.metadata["skipped_unreadable"] = {}
@@ -366,7 +324,7 @@ class LabApparatus(tfds.core.GeneratorBasedBuilder):
         skipped = 0
         for path, cls, filename in items:
             try:
-                image = load_rgb_bytes(path)
+                image = encoded_rgb(path)
             except Exception as exc:  # noqa: BLE001 - any decoder failure
                 skipped += 1
                 logger.warning(

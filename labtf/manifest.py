@@ -199,7 +199,7 @@ def read_manifest(path: str | os.PathLike, validate: bool = True) -> DatasetInde
     return _finish(path.parent, good, bad, classes)
 
 
-def stratified_split(samples: list[Sample], test_fraction: float, val_fraction: float,
+def stratified_split(samples: list[Sample], *, test_fraction: float, val_fraction: float,
                      seed: int) -> list[Sample]:
     """Assign train/val/test per class, reproducibly for a seed.
 
@@ -270,7 +270,8 @@ def apply_split(index: DatasetIndex, split_file: Path, test_fraction: float,
     keep = [Sample(s.path, s.label, known[str(Path(s.path).resolve())]) for s in index.samples
             if not s.split and str(Path(s.path).resolve()) in known]
     new = [s for s in index.samples if not s.split and str(Path(s.path).resolve()) not in known]
-    fresh = stratified_split(new, test_fraction, val_fraction, seed) if new else []
+    fresh = stratified_split(new, test_fraction=test_fraction, val_fraction=val_fraction,
+                             seed=seed) if new else []
     samples = preset + keep + fresh
     if fresh or len(keep) != len(known):
         write_manifest(split_file, keep + fresh)

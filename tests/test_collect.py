@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labtf.collect import collect, load_keywords
+from labtf.collect import CollectOptions, collect, load_keywords
 from labtf.collect.download import Downloader
-from labtf.collect.fakeserver import FakeServer
+from labtf.testing.fakeserver import FakeServer
 from labtf.collect.http import FetchError, HttpClient
 from labtf.collect.ledger import Ledger
 from labtf.collect.providers import Candidate, make_provider
@@ -153,8 +153,8 @@ def test_collect_end_to_end_and_keywords(server, tmp_path):
     kw = tmp_path / "kw.json"
     kw.write_text(json.dumps({"classes": {"cat": ["cats", "kittens"], "dog": ["dogs"]}}))
     out = tmp_path / "work"
-    counts = collect(kw, out, ("openverse", "wikimedia"), 10,
-                     {"openverse": server.base, "wikimedia": server.base + "/w/api.php"},
+    counts = collect(kw, out, providers=("openverse", "wikimedia"), per_class=10,
+                     base_urls={"openverse": server.base, "wikimedia": server.base + "/w/api.php"},
                      workers=3, timeout=1, retries=1, backoff=0.01, rate_per_host=50)
     # openverse and wikimedia return the same URLs: each URL once
     assert counts["candidates"] == 9
@@ -165,7 +165,7 @@ def test_collect_end_to_end_and_keywords(server, tmp_path):
     # a URL list provider
     urls = tmp_path / "urls.csv"
     urls.write_text(f"label,url,license\ncat,{server.url('a5.jpg')},cc0\n")
-    c2 = collect(kw, tmp_path / "w2", ("urls",), 10, urls_file=str(urls), classes=["cat"])
+    c2 = collect(kw, tmp_path / "w2", providers=("urls",), per_class=10, urls_file=str(urls), classes=["cat"])
     assert c2["ok"] == 1
     assert Ledger(tmp_path / "w2" / "manifest.jsonl").read()[0]["license"] == "cc0"
     txt = tmp_path / "kw.txt"
@@ -178,3 +178,22 @@ def test_collect_end_to_end_and_keywords(server, tmp_path):
     bad.write_text('{"classes": {"x": []}}')
     with pytest.raises(LabtfError, match="needs at least one query"):
         load_keywords(bad)
+
+
+def test_collect_options_are_checked_before_anything_is_written(tmp_path):
+    with pytest.raises(LabtfError, match=r"unknown collect option key\(s\) \['worker'\]; valid keys: "
+                                         r"providers, per_class, base_urls, .*, classes$"):
+        collect(None, tmp_path / "w", worker=3)
+    with pytest.raises(LabtfError, match="unknown provider 'flickr'; choose one of: openverse, urls, "
+                                         "wikimedia$"):
+        CollectOptions(base_urls={"flickr": "http://127.0.0.1:9"})
+    with pytest.raises(LabtfError, match="workers must be at least 1, got 0"):
+        collect(None, tmp_path / "w", options=CollectOptions(), workers=0)
+    assert not (tmp_path / "w").exists()
+    from click.testing import CliRunner
+
+    import cli
+
+    res = CliRunner().invoke(cli.main, ["collect", str(tmp_path / "w"), "--base-url", "flickr=http://x"])
+    assert res.exit_code == 2 and res.output.strip().endswith(
+        "error: unknown provider 'flickr'; choose one of: openverse, urls, wikimedia")

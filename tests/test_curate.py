@@ -13,9 +13,9 @@ from PIL import Image
 from labtf.collect.ledger import Ledger
 from labtf.curate import apply_rejections, curate, grouped_split
 from labtf.curate.phash import group_pairs, near_duplicate_pairs, signature
-from labtf.curate.planted import VARIANTS, make_variant, pair_scores
 from labtf.errors import LabtfError
 from labtf.manifest import read_manifest
+from labtf.testing.planted import VARIANTS, make_variant, pair_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPART = ROOT / "datasets" / "clipart"
@@ -122,7 +122,7 @@ def test_curate_apply_and_grouped_split(tmp_path):
     with pytest.raises(LabtfError, match="not a path under images/"):
         apply_rejections(work, [str(bad)])
     # grouped split: groups never straddle, the manifest is what 'labtf train' reads
-    out = grouped_split(work, 0.18, 0.1, seed=3)
+    out = grouped_split(work, test_fraction=0.18, val_fraction=0.1, seed=3)
     idx = read_manifest(out)
     side = {str(Path(s.path).relative_to(work)): s.split for s in idx.samples}
     assert len(side) == 44 and set(side.values()) == {"train", "val", "test"}
@@ -131,7 +131,8 @@ def test_curate_apply_and_grouped_split(tmp_path):
         assert len({side[p] for p in present}) <= 1
     counts = idx.counts("test")
     assert all(v >= 1 for v in counts.values())
-    assert grouped_split(work, 0.18, 0.1, seed=99).read_text() == out.read_text()  # sides are kept
+    again = grouped_split(work, test_fraction=0.18, val_fraction=0.1, seed=99)
+    assert again.read_text() == out.read_text()  # sides are kept
     md = (work / "report.md").read_text()
     for step in ("filter", "near_duplicates", "review", "split"):
         assert f"| {step} |" in md

@@ -10,7 +10,7 @@ from PIL import Image
 
 from labtf.collect import CANDIDATES_NAME, collect
 from labtf.collect.download import decode_check
-from labtf.collect.fakeserver import FakeServer
+from labtf.testing.fakeserver import FakeServer
 from labtf.collect.http import FetchError, HttpClient
 from labtf.collect.ledger import Ledger
 from labtf.errors import LabtfError
@@ -63,7 +63,8 @@ def test_pixel_cap_before_decoding(server, tmp_path):
     assert time.monotonic() - t0 < 1.0
     urls = tmp_path / "urls.csv"
     urls.write_text(f"label,url\ncat,{server.url('bomb.png')}\ncat,{server.url('a0.jpg')}\n")
-    counts = collect(None, tmp_path / "w", ("urls",), 10, urls_file=str(urls), rate_per_host=0)
+    counts = collect(None, tmp_path / "w", providers=("urls",), per_class=10,
+                     urls_file=str(urls), rate_per_host=0)
     assert counts["ok"] == 1 and counts["failed"] == 1
     rec = [r for r in Ledger(tmp_path / "w" / "manifest.jsonl").read() if r["status"] == "failed"]
     assert "more than 40 MP" in rec[0]["error"]
@@ -74,12 +75,13 @@ def test_url_list_supplies_the_classes(server, tmp_path):
     urls = tmp_path / "urls.csv"
     urls.write_text(f"label,url\nbeaker,{server.url('a0.jpg')}\nflask,{server.url('a1.jpg')}\n"
                     f"flask,{server.url('a2.jpg')}\n")
-    counts = collect(None, tmp_path / "w", ("urls",), 10, urls_file=str(urls), rate_per_host=0)
+    counts = collect(None, tmp_path / "w", providers=("urls",), per_class=10,
+                     urls_file=str(urls), rate_per_host=0)
     assert counts["per_class"] == {"beaker": 1, "flask": 2}
     bad = tmp_path / "bad.csv"
     bad.write_text(f"label,url\n../up,{server.url('a0.jpg')}\n")
     with pytest.raises(LabtfError, match="not usable as a class folder name"):
-        collect(None, tmp_path / "w2", ("urls",), 10, urls_file=str(bad))
+        collect(None, tmp_path / "w2", providers=("urls",), per_class=10, urls_file=str(bad))
     assert not (tmp_path / "up").exists()
 
 
@@ -89,16 +91,19 @@ def test_no_candidates_fails_and_is_never_cached(server, tmp_path):
     kw.write_text(json.dumps({"classes": {"cat": ["cats"], "unicorn": ["nothing here"]}}))
     out = tmp_path / "w"
     with pytest.raises(LabtfError, match="without candidates: unicorn"):
-        collect(kw, out, ("openverse",), 10, {"openverse": server.base}, rate_per_host=0)
+        collect(kw, out, providers=("openverse",), per_class=10,
+                base_urls={"openverse": server.base}, rate_per_host=0)
     assert not (out / CANDIDATES_NAME).exists()        # the cat images were downloaded though
     assert sum(r["status"] == "ok" for r in Ledger(out / "manifest.jsonl").read()) == 2
     searches = server.hits["/v1/images/"]
     server.queries["nothing here"] = ["a3.jpg"]         # the API has results now
-    counts = collect(kw, out, ("openverse",), 10, {"openverse": server.base}, rate_per_host=0)
+    counts = collect(kw, out, providers=("openverse",), per_class=10,
+                     base_urls={"openverse": server.base}, rate_per_host=0)
     assert server.hits["/v1/images/"] > searches and counts["per_class"] == {"cat": 2, "unicorn": 1}
     assert (out / CANDIDATES_NAME).is_file()
     with pytest.raises(LabtfError, match="no candidates found for any class"):
-        collect(kw, tmp_path / "w3", ("openverse",), 10, {"openverse": server.base + "/status/500"},
+        collect(kw, tmp_path / "w3", providers=("openverse",), per_class=10,
+                base_urls={"openverse": server.base + "/status/500"},
                 retries=0, rate_per_host=0)
     assert not (tmp_path / "w3" / CANDIDATES_NAME).exists()
 

@@ -23,15 +23,30 @@ def test_any_mode_becomes_rgb(tmp_path, mode, suffix):
     assert arr.shape == (30, 40, 3) and arr.dtype == np.uint8
     assert arr.std() > 0
     with Image.open(path) as again:
-        if mode == "I;16":  # 16-bit grey is stretched min..max to 0..255 (Pillow would clip)
-            a = np.asarray(again, np.float64)
-            grey = ((a - a.min()) / (a.max() - a.min()) * 255).astype(np.uint8)
+        if mode == "I;16":  # 16-bit grey: 0..65535 -> 0..255 by the high byte (Pillow would clip)
+            grey = (np.asarray(again).astype(np.uint32) >> 8).astype(np.uint8)
             want = np.repeat(grey[..., None], 3, axis=-1)
         else:  # opaque images: exactly Pillow's own RGB conversion of the decoded file
             want = np.asarray(again.convert("RGB"))
     np.testing.assert_array_equal(arr, want)
     if suffix in (".png", ".bmp", ".gif") and mode in ("RGB", "RGBA"):
         np.testing.assert_array_equal(arr, np.asarray(base))  # lossless: the very pixels
+
+
+def test_16bit_png_keeps_its_brightness(tmp_path):
+    """A real 16-bit PNG: scaled from 0..65535 (not clipped at 255, not stretched min..max)."""
+    grey = np.full((12, 16), 128 * 257, np.uint16)          # mid grey in 16 bits
+    grey[:, 8:] = np.arange(12, dtype=np.uint16)[:, None] * 1000   # dark ramp 0..11000
+    Image.fromarray(grey).save(tmp_path / "g16.png")
+    with Image.open(tmp_path / "g16.png") as check:
+        assert check.mode in ("I;16", "I")                   # a true 16-bit file
+    for arr in (load_rgb(tmp_path / "g16.png"), load_rgb_bytes((tmp_path / "g16.png").read_bytes())):
+        assert (arr[:, :8] == 128).all()                     # clipping: 255; min..max: 255
+        np.testing.assert_array_equal(arr[:, 8:, 0], (grey[:, 8:] >> 8).astype(np.uint8))
+        assert arr[:, 8:].max() == 42                        # 11000 / 256, not stretched to 255
+    tf = pytest.importorskip("tensorflow")
+    same = tf.io.decode_png((tmp_path / "g16.png").read_bytes(), channels=3).numpy()
+    np.testing.assert_array_equal(load_rgb(tmp_path / "g16.png"), same)  # = TensorFlow's decoder
 
 
 def test_transparent_becomes_white(tmp_path):

@@ -14,6 +14,7 @@ tfds = pytest.importorskip("tensorflow_datasets")
 from PIL import Image  # noqa: E402
 
 from labtf import lab_apparatus as la  # noqa: E402  (registers the builder)
+from labtf.manifest import Sample, stratified_split  # noqa: E402
 
 CLASSES = ("condenser", "respirator", "three_neck_flask")
 PER_CLASS = 10
@@ -76,7 +77,7 @@ def test_class_folders_prepare_and_load(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     builder = tfds.builder("lab_apparatus", data_dir=str(data_dir))
     assert isinstance(builder, la.LabApparatus)
-    assert str(builder.version) == "1.0.0"
+    assert str(builder.version) == "1.1.0"
     builder.download_and_prepare(download_config=_download_config(manual))
 
     splits = tfds.load("lab_apparatus", data_dir=str(data_dir), try_gcs=False)
@@ -102,9 +103,12 @@ def test_class_folders_prepare_and_load(tmp_path: Path) -> None:
     skipped = builder.info.metadata["skipped_unreadable"]
     assert sum(skipped.values()) == 1
 
-    # Same files and seed -> same split (deterministic).
-    files = {c: [f for f in expected if f.startswith(c + "/")] for c in CLASSES}
-    assert la.stratified_split(files) == la.stratified_split(files)
+    # The split is labtf's stratified split (seed 1234) of every file found, before decoding.
+    found = [Sample(f, f.split("/")[0]) for f in [*expected, f"{CLASSES[0]}/broken.jpg"]]
+    made = stratified_split(found, test_fraction=la.TEST_FRACTION, val_fraction=0.0,
+                            seed=la.SPLIT_SEED)
+    want = {s.path for s in made if s.split == "test"}
+    assert set(seen["test"]) == want
 
 
 def test_manifest_splits_via_tfds_load(tmp_path: Path) -> None:
@@ -150,5 +154,8 @@ def test_helpers_and_missing_manual_dir(tmp_path: Path) -> None:
         )
     raw = tmp_path / "cmyk.jpg"
     _rgb(5, 4, 0).convert("CMYK").save(raw)
-    with Image.open(io.BytesIO(la.load_rgb_bytes(raw))) as img:
+    with Image.open(io.BytesIO(la.encoded_rgb(raw))) as img:
         assert img.mode == "RGB" and img.size == (5, 4)
+    Image.fromarray(np.full((4, 5), 128 * 257, np.uint16)).save(tmp_path / "g16.png")
+    with Image.open(io.BytesIO(la.encoded_rgb(tmp_path / "g16.png"))) as img:
+        assert img.mode == "RGB" and (np.asarray(img) == 128).all()  # 16-bit: scaled, not clipped

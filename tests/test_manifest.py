@@ -35,9 +35,9 @@ def test_missing_dir_empty_class_single_class(tmp_path, tiny_data):
 
 def test_stratified_split_fractions_and_seed(tiny_data):
     idx = scan_folder(tiny_data)
-    a = stratified_split(idx.samples, 0.18, 0.1, seed=1)
-    b = stratified_split(idx.samples, 0.18, 0.1, seed=1)
-    c = stratified_split(idx.samples, 0.18, 0.1, seed=2)
+    a = stratified_split(idx.samples, test_fraction=0.18, val_fraction=0.1, seed=1)
+    b = stratified_split(idx.samples, test_fraction=0.18, val_fraction=0.1, seed=1)
+    c = stratified_split(idx.samples, test_fraction=0.18, val_fraction=0.1, seed=2)
     assert a == b and a != c
     for label in idx.classes:
         sp = [s.split for s in a if s.label == label]

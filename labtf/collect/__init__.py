@@ -13,19 +13,21 @@ import json
 import logging
 import os
 from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from labtf.collect.download import Downloader
 from labtf.collect.http import HttpClient
 from labtf.collect.ledger import LEDGER_NAME, Ledger
 from labtf.collect.providers import PROVIDERS, Candidate, make_provider, register_provider
+from labtf.config import check_choice, options_from_dict
 from labtf.errors import LabtfError
 from labtf.fileio import read_json_or_text, write_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["collect", "load_keywords", "PROVIDERS", "register_provider", "Candidate",
-           "DEFAULT_KEYWORDS", "LEDGER_NAME"]
+__all__ = ["collect", "CollectOptions", "load_keywords", "PROVIDERS", "register_provider",
+           "Candidate", "DEFAULT_KEYWORDS", "LEDGER_NAME"]
 
 #: The poster's 15 lab-apparatus classes with search queries.
 DEFAULT_KEYWORDS = Path(__file__).resolve().parents[2] / "datasets" / "lab_apparatus_keywords.json"
@@ -123,41 +125,88 @@ def gather_candidates(keywords: dict[str, list[str]], providers: list, per_class
     return jobs
 
 
-def collect(keywords_file: str | os.PathLike | None, out: str | os.PathLike,
-            providers: tuple[str, ...] = ("openverse",), per_class: int = 600,
-            base_urls: dict[str, str] | None = None, urls_file: str | None = None,
-            workers: int = 8, timeout: float = 10.0, retries: int = 3, backoff: float = 0.5,
-            rate_per_host: float = 4.0, max_bytes: int = 20 << 20, refresh_search: bool = False,
-            retry_failed: bool = False, classes: list[str] | None = None) -> dict:
+@dataclass
+class CollectOptions:
+    """How :func:`collect` searches and downloads (``labtf collect``'s options), validated.
+
+    Attributes:
+        providers: registry names (``openverse``, ``wikimedia``, ``urls``).
+        per_class: candidates per class and provider.
+        base_urls: provider name -> API base URL override (mirrors, tests).
+        urls_file: URL list (CSV ``label,url``) for the ``urls`` provider.
+        workers: concurrent downloads.
+        timeout: seconds per socket operation (a whole download gets 3x this).
+        retries: retries on 5xx, timeouts and dropped connections.
+        backoff: first retry delay in seconds (doubles per retry).
+        rate_per_host: requests per second per host (0: unlimited).
+        max_bytes: largest image accepted.
+        refresh_search: search again instead of reusing ``candidates.jsonl``.
+        retry_failed: try failed URLs again.
+        classes: only these classes of the keywords file (None: all).
+    """
+
+    providers: tuple[str, ...] = ("openverse",)
+    per_class: int = 600
+    base_urls: dict[str, str] = field(default_factory=dict)
+    urls_file: str | None = None
+    workers: int = 8
+    timeout: float = 10.0
+    retries: int = 3
+    backoff: float = 0.5
+    rate_per_host: float = 4.0
+    max_bytes: int = 20 << 20
+    refresh_search: bool = False
+    retry_failed: bool = False
+    classes: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.providers = tuple(self.providers)
+        if not self.providers:
+            raise LabtfError(f"no provider given; choose from: {', '.join(sorted(PROVIDERS))}")
+        for name in (*self.providers, *self.base_urls):
+            check_choice("provider", name, sorted(PROVIDERS))
+        for name, low in (("per_class", 1), ("workers", 1), ("retries", 0), ("max_bytes", 1)):
+            if int(getattr(self, name)) < low:
+                raise LabtfError(f"{name} must be at least {low}, got {getattr(self, name)}")
+        if not self.timeout > 0:
+            raise LabtfError(f"timeout must be above 0 seconds, got {self.timeout}")
+        for name in ("backoff", "rate_per_host"):
+            if not getattr(self, name) >= 0:
+                raise LabtfError(f"{name} must be 0 or more, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CollectOptions":
+        """Build from a dict, refusing unknown keys with the list of valid ones."""
+        return options_from_dict(cls, d, "collect option")
+
+
+def collect(keywords_file: str | os.PathLike | None, out: str | os.PathLike, *,
+            options: CollectOptions | None = None, **overrides) -> dict:
     """Search, download and record a dataset (resumable: run it again to continue).
 
     Args:
         keywords_file: class -> queries (see :func:`load_keywords`) [with only the ``urls``
             provider: the URL list's classes; else the poster's 15 classes].
         out: workspace folder (``images/``, ``manifest.jsonl``, ``candidates.jsonl``, report).
-        providers: registry names (``openverse``, ``wikimedia``, ``urls``).
-        per_class: candidates per class and provider.
-        base_urls: provider name -> API base URL override (mirrors, tests).
-        urls_file: URL list for the ``urls`` provider.
-        workers, timeout, retries, backoff, rate_per_host, max_bytes: downloader limits.
-        refresh_search: search again instead of reusing ``candidates.jsonl``.
-        retry_failed: try failed URLs again.
-        classes: only these classes of the keywords file.
+        options: how to search and download (defaults: :class:`CollectOptions`'s).
+        **overrides: :class:`CollectOptions` fields, over ``options``.
 
     Returns:
         The collect step's counts (also written to the report).
 
     Raises:
-        LabtfError: bad keywords file, unknown provider or class; no candidates at all; a
-            class ended without candidates (after downloading the others).
+        LabtfError: unknown option (the message lists the valid ones) or bad value; bad
+            keywords file, unknown provider or class; no candidates at all; a class ended
+            without candidates (after downloading the others).
     """
+    opts = CollectOptions.from_dict({**(asdict(options) if options else {}), **overrides})
+    providers, urls_file, classes = opts.providers, opts.urls_file, opts.classes
     from labtf.curate.report import record_step
 
     out = Path(out)
-    client = HttpClient(timeout=timeout, retries=retries, backoff=backoff,
-                        rate_per_host=rate_per_host, max_bytes=max_bytes)
-    base_urls = base_urls or {}
-    provs = [make_provider(p, client, base_urls.get(p), path=urls_file) for p in providers]
+    client = HttpClient(timeout=opts.timeout, retries=opts.retries, backoff=opts.backoff,
+                        rate_per_host=opts.rate_per_host, max_bytes=opts.max_bytes)
+    provs = [make_provider(p, client, opts.base_urls.get(p), path=urls_file) for p in providers]
     if keywords_file is None and tuple(providers) == ("urls",):
         keywords_file = urls_file
         keywords = {lab: [lab] for lab in provs[0].labels()}
@@ -175,9 +224,10 @@ def collect(keywords_file: str | os.PathLike | None, out: str | os.PathLike,
                              f"known: {', '.join(keywords)}")
         keywords = {c: keywords[c] for c in classes}
     out.mkdir(parents=True, exist_ok=True)
-    jobs = gather_candidates(keywords, provs, per_class, out, refresh_search)
+    jobs = gather_candidates(keywords, provs, opts.per_class, out, opts.refresh_search)
     ledger = Ledger(out / LEDGER_NAME)
-    dl = Downloader(out / "images", ledger, client, workers=workers, retry_failed=retry_failed)
+    dl = Downloader(out / "images", ledger, client, workers=opts.workers,
+                    retry_failed=opts.retry_failed)
     dl.run(jobs)
     state = ledger.latest()
     status = Counter(r.get("status") for r in state.values())

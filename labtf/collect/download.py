@@ -25,6 +25,7 @@ from PIL import Image
 from labtf.collect.http import FetchError, HttpClient
 from labtf.collect.ledger import Ledger
 from labtf.collect.providers import Candidate
+from labtf.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +33,6 @@ log = logging.getLogger(__name__)
 FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp",
               "TIFF": ".tif", "MPO": ".jpg"}
 PART_PREFIX = ".part-"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def decode_check(data: bytes) -> tuple[str, int, int]:

@@ -8,6 +8,7 @@ the move is recorded in the ledger. Counts go to ``WORK/report.json/.md``.
 from __future__ import annotations
 
 from labtf.curate.core import apply_rejections, curate
+from labtf.curate.phash import NearDuplicateThresholds
 from labtf.curate.split import grouped_split
 
-__all__ = ["curate", "apply_rejections", "grouped_split"]
+__all__ = ["curate", "apply_rejections", "grouped_split", "NearDuplicateThresholds"]

@@ -7,6 +7,7 @@ files a person rejected to ``WORK/rejected/``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -16,12 +17,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from labtf.collect.download import sha256_file
 from labtf.collect.ledger import LEDGER_NAME, Ledger
 from labtf.curate import phash
 from labtf.curate.report import load_report, record_step
 from labtf.errors import LabtfError
 from labtf.fileio import read_json_or_text, write_text
+from labtf.hashing import sha256_file
 from labtf.images import BadImage, check_pixels, is_image_name
 
 log = logging.getLogger(__name__)
@@ -136,9 +137,10 @@ def _by_path(ledger: Ledger) -> dict[str, dict]:
     return {r["path"]: r for r in ledger.latest().values() if r.get("status") == "ok" and r.get("path")}
 
 
-def curate(work: str | os.PathLike, min_side: int = 64, max_aspect: float = 4.0,
+def curate(work: str | os.PathLike, *, min_side: int = 64, max_aspect: float = 4.0,
            drop_duplicates: bool = False, review: bool = True,
-           thresholds: dict | None = None, embed: bool | None = None) -> dict:
+           thresholds: phash.NearDuplicateThresholds | None = None,
+           embed: bool | None = None) -> dict:
     """Filter, group near-duplicates, flag likely outliers and write the review pages.
 
     Args:
@@ -148,7 +150,7 @@ def curate(work: str | os.PathLike, min_side: int = 64, max_aspect: float = 4.0,
         drop_duplicates: also move all but the largest image of each single-class
             near-duplicate group to ``rejected/`` (cross-class groups are left for review).
         review: write ``curation/review/*.html``.
-        thresholds: overrides for :func:`labtf.curate.phash.near_duplicate_pairs`.
+        thresholds: for :func:`labtf.curate.phash.near_duplicate_pairs` [its defaults].
         embed: use the EfficientNet-Lite0 embedding stage (:mod:`labtf.curate.embed`);
             None: on when keras is importable.
 
@@ -189,7 +191,8 @@ def curate(work: str | os.PathLike, min_side: int = 64, max_aspect: float = 4.0,
         embed = embed_mod.available()
     if embed and sigs:
         embed_mod.attach(sigs, embed_mod.embed_files([work / rel for rel, _ in kept]))
-    pairs = phash.near_duplicate_pairs(sigs, **(thresholds or {}))
+    th = thresholds or phash.NearDuplicateThresholds()
+    pairs = phash.near_duplicate_pairs(sigs, th)
     groups = phash.group_pairs(len(kept), pairs)
     flags = []
     if embed and sigs:
@@ -223,13 +226,13 @@ def curate(work: str | os.PathLike, min_side: int = 64, max_aspect: float = 4.0,
         kept = [k for k in kept if k[0] not in gone]
         flags = [f for f in flags if f["path"] not in gone]
     paths = [rel for rel, _ in kept] if not dropped else None
-    doc = {"thresholds": {"phash_max": phash.PHASH_MAX, "dhash_max": phash.DHASH_MAX,
-                          "strict_max": phash.STRICT_MAX, "ncc_min": phash.NCC_MIN,
-                          "colour_max": phash.COLOUR_MAX, "embedding": bool(embed),
-                          **({"emb_cand": phash.EMB_CAND, "emb_min": phash.EMB_MIN,
-                              "emb_weak": phash.EMB_WEAK, "ncc_strong": phash.NCC_STRONG,
-                              "ncc_exact": phash.NCC_EXACT, "emb_floor": phash.EMB_FLOOR}
-                             if embed else {}), **(thresholds or {})},
+    used = dataclasses.asdict(th)
+    changed = {k: v for k, v in used.items()
+               if v != getattr(phash.NearDuplicateThresholds, k)}   # the class defaults
+    written = {k: v for k, v in used.items() if k not in phash.EMBEDDING_THRESHOLDS}
+    written["embedding"] = bool(embed)
+    doc = {"thresholds": {**written, **({k: used[k] for k in phash.EMBEDDING_THRESHOLDS}
+                                        if embed else {}), **changed},
            "groups": glist}
     if paths is not None:
         doc["pairs"] = [{"a": paths[i], "b": paths[j], "phash": dp, "dhash": dd, "ncc": v}

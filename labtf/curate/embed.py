@@ -49,7 +49,7 @@ def embeddings(images: list[Image.Image], batch: int = 64) -> np.ndarray:
     model = _model()
     out = []
     for s in range(0, len(images), batch):
-        x = np.stack([to_square(np.asarray(to_rgb(im)), SIZE, "pad") for im in images[s:s + batch]])
+        x = np.stack([to_square(np.asarray(to_rgb(im)), SIZE, mode="pad") for im in images[s:s + batch]])
         out.append(np.asarray(model.predict_on_batch(x.astype(np.float32)), dtype=np.float32))
     e = np.concatenate(out)
     return e / (np.linalg.norm(e, axis=1, keepdims=True) + 1e-12)

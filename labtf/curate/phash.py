@@ -14,15 +14,19 @@ shared image). Measured in ``benchmarks/results/collect.md``.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
+import numbers
 import os
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 from scipy.fft import dctn
 
+from labtf.config import options_from_dict
+from labtf.errors import LabtfError
 from labtf.images import to_rgb
 
 log = logging.getLogger(__name__)
@@ -205,20 +209,52 @@ class _Views:
         self.colours = np.stack([s.colour for s in sigs])
 
 
-class _Thresholds(NamedTuple):
-    """Stage-2 thresholds (see the module constants)."""
+@dataclass(frozen=True)
+class NearDuplicateThresholds:
+    """The thresholds of :func:`near_duplicate_pairs` (defaults: the module constants).
 
-    ncc_min: float
-    colour_max: float
-    emb_min: float
-    emb_weak: float
-    ncc_strong: float
-    ncc_exact: float
-    emb_floor: float
+    Attributes:
+        phash_max, dhash_max, strict_max: stage-1 Hamming thresholds (bits of 64).
+        ncc_min, colour_max: stage-2 thresholds (``ncc_min`` <= 0 skips stage 2).
+        emb_cand, emb_min, emb_weak, ncc_strong, ncc_exact, emb_floor: embedding-stage
+            thresholds, used only when every signature has an ``embedding`` (and ``scales``).
+    """
+
+    phash_max: int = PHASH_MAX
+    dhash_max: int = DHASH_MAX
+    strict_max: int = STRICT_MAX
+    ncc_min: float = NCC_MIN
+    colour_max: float = COLOUR_MAX
+    emb_cand: float = EMB_CAND
+    emb_min: float = EMB_MIN
+    emb_weak: float = EMB_WEAK
+    ncc_strong: float = NCC_STRONG
+    ncc_exact: float = NCC_EXACT
+    emb_floor: float = EMB_FLOOR
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or math.isnan(v):
+                raise LabtfError(f"near-duplicate threshold {f.name} must be a number, got {v!r}")
+        for name in ("phash_max", "dhash_max", "strict_max"):
+            if not 0 <= getattr(self, name) <= 64:
+                raise LabtfError(f"{name} must be 0..64 bits, got {getattr(self, name)}")
+        if self.colour_max < 0:
+            raise LabtfError(f"colour_max must be 0 or more, got {self.colour_max}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NearDuplicateThresholds":
+        """Build from a dict, refusing unknown keys with the list of valid ones."""
+        return options_from_dict(cls, d, "near-duplicate threshold")
+
+
+#: The embedding-stage fields of :class:`NearDuplicateThresholds`.
+EMBEDDING_THRESHOLDS = ("emb_cand", "emb_min", "emb_weak", "ncc_strong", "ncc_exact", "emb_floor")
 
 
 def _verify(v: _Views, i: np.ndarray, j: np.ndarray, cos: np.ndarray | None,
-            th: _Thresholds) -> tuple[np.ndarray, np.ndarray]:
+            th: NearDuplicateThresholds) -> tuple[np.ndarray, np.ndarray]:
     """Stage-2 check of pairs (i[k], j[k]): (best correlation, accepted) per pair."""
     if th.ncc_min <= 0:
         return np.ones(len(i), dtype=np.float32), np.ones(len(i), dtype=bool)
@@ -234,37 +270,28 @@ def _verify(v: _Views, i: np.ndarray, j: np.ndarray, cos: np.ndarray | None,
     return ncc, ok
 
 
-def near_duplicate_pairs(sigs: list[Signature], phash_max: int = PHASH_MAX,
-                         dhash_max: int = DHASH_MAX, strict_max: int = STRICT_MAX,
-                         ncc_min: float = NCC_MIN, colour_max: float = COLOUR_MAX,
-                         emb_cand: float = EMB_CAND, emb_min: float = EMB_MIN,
-                         emb_weak: float = EMB_WEAK, ncc_strong: float = NCC_STRONG,
-                         ncc_exact: float = NCC_EXACT, emb_floor: float = EMB_FLOOR,
-                         chunk: int = 1024) -> list[tuple[int, int, int, int, float]]:
+def near_duplicate_pairs(sigs: list[Signature], thresholds: NearDuplicateThresholds | None = None,
+                         *, chunk: int = 1024) -> list[tuple[int, int, int, int, float]]:
     """All pairs i < j that are near-duplicates (hash candidates, then verified).
 
     Args:
         sigs: one :class:`Signature` per image.
-        phash_max, dhash_max, strict_max: stage-1 Hamming thresholds (bits).
-        ncc_min, colour_max: stage-2 thresholds (``ncc_min`` <= 0 skips stage 2).
-        emb_cand, emb_min, emb_weak, ncc_strong, ncc_exact, emb_floor: embedding-stage
-            thresholds, used only when every signature has an ``embedding`` (and ``scales``);
-            see the module constants.
+        thresholds: the stage thresholds [:class:`NearDuplicateThresholds`' defaults].
         chunk: rows per block (memory bound: chunk * N bytes).
 
     Returns:
         (i, j, pHash distance, dHash distance, correlation) tuples.
     """
+    th = thresholds or NearDuplicateThresholds()
     if not sigs:
         return []
     p = np.array([s.phash for s in sigs], dtype=np.uint64)
     d = np.array([s.dhash for s in sigs], dtype=np.uint64)
     use_emb = all(s.embedding is not None and s.scales is not None for s in sigs)
     emb = np.stack([s.embedding for s in sigs]).astype(np.float32) if use_emb else None
-    th = _Thresholds(ncc_min, colour_max, emb_min, emb_weak, ncc_strong, ncc_exact, emb_floor)
     # untrimmed views: every rule needs cosine >= emb_min (the colour-cast rule is off), as
     # untrimmed clipart correlates on its blank background alone
-    th_raw = th._replace(emb_weak=emb_min, ncc_exact=np.inf, emb_floor=emb_min)
+    th_raw = dataclasses.replace(th, emb_weak=th.emb_min, ncc_exact=np.inf, emb_floor=th.emb_min)
     views = _Views(sigs)
     has_raw = np.array([s.raw is not None for s in sigs])
     raws = _Views([s.raw or s for s in sigs]) if use_emb and has_raw.any() else None
@@ -272,10 +299,11 @@ def near_duplicate_pairs(sigs: list[Signature], phash_max: int = PHASH_MAX,
     for s in range(0, len(p), chunk):
         dp = hamming_matrix(p[s:s + chunk], p)
         dd = hamming_matrix(d[s:s + chunk], d)
-        hit = ((dp <= phash_max) & (dd <= dhash_max)) | (dp <= strict_max) | (dd <= strict_max)
+        hit = (((dp <= th.phash_max) & (dd <= th.dhash_max)) | (dp <= th.strict_max)
+               | (dd <= th.strict_max))
         if use_emb:
             cos = emb[s:s + chunk] @ emb.T
-            hit |= cos >= emb_cand
+            hit |= cos >= th.emb_cand
         ii, jj = np.nonzero(hit)
         keep = ii + s < jj
         ii, jj = ii[keep], jj[keep]

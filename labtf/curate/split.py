@@ -94,8 +94,9 @@ def assign(units: list[list[tuple[str, str]]], test_fraction: float, val_fractio
     return out
 
 
-def grouped_split(work: str | os.PathLike, test_fraction: float = 0.18, val_fraction: float = 0.1,
-                  seed: int = 0, out: str | os.PathLike | None = None) -> Path:
+def grouped_split(work: str | os.PathLike, *, test_fraction: float = 0.18,
+                  val_fraction: float = 0.1, seed: int = 0,
+                  out: str | os.PathLike | None = None) -> Path:
     """Write the grouped split manifest of a workspace.
 
     Args:
