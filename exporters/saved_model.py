@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 #: Options of :func:`export_saved_model` (besides quantize and overwrite).
 OPTIONS = {
     "name": Option(None, (str,), "TF Serving model name [run folder name]"),
-    "version": Option(1, (int,), "integer version folder"),
+    "version": Option(1, (int, str), "integer version folder"),
     "batching": Option(False, (bool, dict), "also write TF Serving's batching.config"),
 }
 
