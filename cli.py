@@ -192,7 +192,7 @@ def predict(artifact, images, top_k, saliency, server, model, model_version, tim
         click.echo(f"{r.path}\t{tops}")
         if saliency:
             from labtf.images import load_rgb, to_square
-            from labtf.inference import save_overlay
+            from labtf.explain.render import save_overlay
 
             img = to_square(load_rgb(r.path), predictor.image_size, predictor.resize)
             out = save_overlay(img, r.cam, Path(saliency) / f"{Path(r.path).stem}_cam.png")
@@ -208,14 +208,65 @@ def _export_choices(field: str) -> list[str]:
 
     if field == "name":
         return list(FORMATS)
-    return sorted({q for f in FORMATS.values() for q in f.quantize}, key=["none", "float16", "int8"].index)
+    order = ["none", "float16", "int8"]
+    found = {q for f in FORMATS.values() for q in f.quantize}
+    return sorted(found, key=lambda q: (order.index(q) if q in order else len(order), q))
+
+
+class _TableChoice(click.Choice):
+    """A click.Choice read from the FORMATS table when parsing, so that a format added to the
+    table at run time is accepted (and listed in --help) like a built-in one."""
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+        super().__init__([])
+
+    @property
+    def choices(self) -> tuple:
+        return tuple(_export_choices(self.field))
+
+    @choices.setter
+    def choices(self, _value) -> None:  # click.Choice.__init__ assigns it
+        pass
+
+
+#: export_cmd parameters that are format options (click name -> exporter option name);
+#: the format's OPTIONS schema says which apply.
+EXPORT_FORMAT_OPTIONS = {"io_type": "io_type", "calibration_images": "calibration_images",
+                         "int8_rounding": "int8_rounding", "name": "name", "version": "version",
+                         "batching": "batching", "classifier_twin": "classifier_twin",
+                         "author": "author", "license_": "license"}
+
+
+def _format_options(ctx: click.Context, fmt: str) -> dict:
+    """The export options ``fmt`` takes, from the command line (defaults included).
+
+    Raises:
+        LabtfError: an option given on the command line that ``fmt`` does not take.
+    """
+    from click.core import ParameterSource
+
+    from exporters import FORMATS
+
+    takes = FORMATS[fmt].options
+    flags = {p.name: p.opts[0] for p in ctx.command.params}
+    opts = {}
+    for param, option in EXPORT_FORMAT_OPTIONS.items():
+        if option in takes:
+            opts[option] = ctx.params[param]
+        elif ctx.get_parameter_source(param) == ParameterSource.COMMANDLINE:
+            valid = ["--quantize", *(flags[p] for p, o in EXPORT_FORMAT_OPTIONS.items()
+                                     if o in takes)]
+            raise LabtfError(f"{flags[param]} does not apply to --format {fmt}; its options: "
+                             f"{', '.join(valid)}")
+    return opts
 
 
 @main.command(name="export")
 @click.argument("run")
-@click.option("--format", "fmt", required=True, type=click.Choice(_export_choices("name")),
+@click.option("--format", "fmt", required=True, type=_TableChoice("name"),
               help="Artifact format (exporters.FORMATS).")
-@click.option("--quantize", default=None, type=click.Choice(_export_choices("quantize")),
+@click.option("--quantize", default=None, type=_TableChoice("quantize"),
               help="tflite/onnx/saved_model: none (default)|float16|int8; tensorrt: "
                    "float16 (default)|int8; web: int8 (default)|none|float16.")
 @click.option("--io-type", default="float32", show_default=True,
@@ -242,8 +293,8 @@ def _export_choices(field: str) -> list[str]:
 @click.option("--overwrite", is_flag=True, help="Replace an existing artifact.")
 @click.option("--no-parity", is_flag=True, help="Skip the parity report against Keras.")
 @user_errors
-def export_cmd(run, fmt, quantize, io_type, calibration_images, int8_rounding, out, serving_base,
-               batching, name, version, classifier_twin, author, license_, overwrite, no_parity):
+def export_cmd(run, fmt, quantize, out, serving_base, batching, overwrite, no_parity,
+               **format_options):
     """Export RUN for deployment and check it against Keras (parity.json/.md in --out)."""
     from exporters import export
     from exporters.parity import markdown_table, parity_report, reference, write_parity
@@ -253,15 +304,7 @@ def export_cmd(run, fmt, quantize, io_type, calibration_images, int8_rounding, o
         raise LabtfError("--serving-base is for --format saved_model")
     if not (out or serving_base):
         raise LabtfError("pass --out DIR (or --serving-base DIR with --format saved_model)")
-    opts = {"io_type": io_type, "int8_rounding": int8_rounding, "version": version,
-            "classifier_twin": classifier_twin, "author": author,
-            "license": license_} if fmt == "tflite" else {}
-    if fmt == "web":
-        opts = {"int8_rounding": int8_rounding}
-    if fmt in ("tflite", "tensorrt", "web"):
-        opts["calibration_images"] = calibration_images
-    if fmt == "saved_model":
-        opts = {"name": name, "version": version, "batching": batching}
+    opts = _format_options(click.get_current_context(), fmt)
     artifact = export(run, fmt, serving_base or out, quantize=quantize, overwrite=overwrite, **opts)
     out = out or serving_base
     click.echo(f"exported: {artifact}")
@@ -289,7 +332,7 @@ def export_cmd(run, fmt, quantize, io_type, calibration_images, int8_rounding, o
 @user_errors
 def benchmark(artifacts, run_path, runs, batch_size):
     """Latency, throughput, size and accuracy of ARTIFACTS side by side."""
-    from labtf.benchmark import benchmark_artifacts
+    from exporters.benchmark import benchmark_artifacts
 
     click.echo(benchmark_artifacts(list(artifacts), run_path, runs, batch_size))
 

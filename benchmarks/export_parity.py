@@ -57,8 +57,8 @@ def main() -> None:
             write_parity(out, report)
             reports.append(report)
     from exporters.tflite import artifact_name, export_tflite
-    from labtf.benchmark import measure_latency
-    from labtf.inference import TFLitePredictor
+    from exporters.benchmark import measure_latency
+    from exporters.tflite import TFLitePredictor
 
     by = {(r["format"], r["quantize"]): r for r in reports}
     # The shared CPU is noisy: time the four TF-Lite models interleaved, in rounds, and keep

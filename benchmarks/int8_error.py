@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exporters.common import load_images, split_samples  # noqa: E402
 from exporters.tflite import ROUNDING, convert, int8_model, saved_model_converter  # noqa: E402
-from labtf.export_model import build_export_model  # noqa: E402
+from labtf.cam_head import build_export_model  # noqa: E402
 from labtf.model import GAP, LOGITS  # noqa: E402
 from labtf.run import Run  # noqa: E402
 from record import Recorder  # noqa: E402  (benchmarks/record.py)

@@ -31,7 +31,7 @@ QUANT = {"fp32": ("none", "float32"), "fp16": ("float16", "float32"), "int8": ("
 
 def litert_latency(artifact: Path, images: np.ndarray, with_cam: bool) -> float:
     """Median ms of one batch-1 call through labtf's TFLitePredictor (ai-edge-litert)."""
-    from labtf.inference import TFLitePredictor
+    from exporters.tflite import TFLitePredictor
 
     pred = TFLitePredictor(artifact)
     call = pred.predict_batch_with_cam if with_cam else pred.predict_batch

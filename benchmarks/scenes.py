@@ -176,7 +176,7 @@ def score_run(run_path: Path, scenes: Path) -> dict:
     import numpy as np
 
     from labtf.explain.core import conv_layer_names
-    from labtf.export_model import build_export_model, grad_cam
+    from labtf.cam_head import build_export_model, grad_cam
     from labtf.run import Run
 
     run = Run.open(run_path)

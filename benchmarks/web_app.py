@@ -46,8 +46,8 @@ def sizes(folder: Path) -> tuple[int, int]:
 
 def python_side(bundle: Path, paths: list[Path], run: Run):
     """Python predictor on the same .tflite: probs, cams, latency (1 thread and all cores)."""
-    from labtf.benchmark import measure_latency
-    from labtf.inference import TFLitePredictor
+    from exporters.benchmark import measure_latency
+    from exporters.tflite import TFLitePredictor
     from labtf.predict import predict_files
 
     pred = TFLitePredictor(bundle / "model.tflite")

@@ -1,4 +1,5 @@
-"""Shared pieces of every exporter: run facts, sample images, safe artifact writes."""
+"""Shared pieces of every format: run facts, sample images, safe artifact writes, the
+artifact predictor base class."""
 from __future__ import annotations
 
 import json
@@ -15,6 +16,7 @@ import numpy as np
 from labtf import __version__, fileio
 from labtf.errors import LabtfError
 from labtf.images import BadImage, load_rgb, to_square
+from labtf.predictor_base import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -156,3 +158,35 @@ def size_bytes(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def has_suffix(path: Path, *suffixes: str) -> bool:
+    """``path`` is a file ending in one of ``suffixes`` (any case): a ``detect`` helper."""
+    path = Path(path)
+    return path.is_file() and path.suffix.lower() in suffixes
+
+
+class ArtifactPredictor(Predictor):
+    """Base of the format readers: labels and input contract from the artifact's labtf
+    metadata; subclasses implement ``_run`` (probabilities, CAM or None)."""
+
+    has_cam = True
+
+    def _set_meta(self, meta: dict, path: Path) -> None:
+        self.path = path
+        self.meta = meta
+        self.classes = list(meta["classes"])
+        self.image_size = int(meta["image_size"])
+        self.resize = meta.get("resize", "crop")
+        self.has_cam = bool(meta.get("with_cam", True))
+
+    def predict_batch(self, images: np.ndarray) -> np.ndarray:
+        return self._run(images)[0]
+
+    def predict_batch_with_cam(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.has_cam:
+            return super().predict_batch_with_cam(images)
+        return self._run(images)
+
+    def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        raise NotImplementedError

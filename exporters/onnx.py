@@ -10,12 +10,19 @@ import json
 import logging
 from pathlib import Path
 
-from exporters.common import check_target, run_meta, tf_function, write_bytes
+import numpy as np
+
+from exporters import Option, require, takes_options
+from exporters.common import (ArtifactPredictor, check_target, has_suffix, run_meta, tf_function,
+                              write_bytes)
 from labtf.errors import LabtfError
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
+
+#: Options of :func:`export_onnx` (besides quantize and overwrite).
+OPTIONS = {"opset": Option(OPSET, (int,), "ONNX opset")}
 
 
 def to_onnx(export_model, image_size: int, opset: int = OPSET, batch: int | None = None,
@@ -23,7 +30,7 @@ def to_onnx(export_model, image_size: int, opset: int = OPSET, batch: int | None
     """Convert a Keras export model to an ``onnx.ModelProto``.
 
     Args:
-        export_model: from :func:`labtf.export_model.build_export_model`.
+        export_model: from :func:`labtf.cam_head.build_export_model`.
         image_size: input side.
         opset: ONNX opset.
         batch: fixed batch size, or ``None`` for dynamic.
@@ -45,15 +52,17 @@ def to_onnx(export_model, image_size: int, opset: int = OPSET, batch: int | None
     return proto
 
 
-def export_onnx(run, path: str | Path, opset: int = OPSET, overwrite: bool = False,
-                **_: object) -> Path:
+@takes_options("onnx", OPTIONS)
+def export_onnx(run, path: str | Path, *, quantize: str = "none", overwrite: bool = False,
+                opset: int = OPSET) -> Path:
     """Export ``run`` to ``<path>/model.onnx``.
 
     Args:
         run: a :class:`labtf.run.Run`.
         path: output folder.
-        opset: ONNX opset.
+        quantize: ``none`` only (float32).
         overwrite: replace an existing file.
+        opset: ONNX opset.
 
     Returns:
         The .onnx path.
@@ -61,7 +70,7 @@ def export_onnx(run, path: str | Path, opset: int = OPSET, overwrite: bool = Fal
     Raises:
         LabtfError: the file exists or conversion failed.
     """
-    from labtf.export_model import build_export_model
+    from labtf.cam_head import build_export_model
 
     target = Path(path) / "model.onnx"
     check_target(target, overwrite)
@@ -90,3 +99,32 @@ def read_metadata(path: str | Path) -> dict:
     meta = json.loads(props["labtf"])
     meta["classes"] = json.loads(props.get("labels", json.dumps(meta.get("classes", []))))
     return meta
+
+
+def detect(path: Path) -> bool:
+    """``path`` is an ``.onnx`` file."""
+    return has_suffix(path, ".onnx")
+
+
+class ONNXPredictor(ArtifactPredictor):
+    """A labtf ``.onnx`` run with onnxruntime (CPU, or CUDA when available)."""
+
+    def __init__(self, path: Path, num_threads: int | None = None) -> None:
+        require("onnx", extra="onnx", what="an .onnx model")
+        self._set_meta(read_metadata(path), path)
+        ort = require("onnxruntime", extra="onnx", what="an .onnx model")
+        opts = ort.SessionOptions()
+        if num_threads:
+            opts.intra_op_num_threads = num_threads
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                     if p in ort.get_available_providers()]
+        self.session = ort.InferenceSession(str(path), opts, providers=providers)
+
+    def _run(self, images):
+        probs, cam = self.session.run(["probabilities", "cam"],
+                                      {"image": np.asarray(images, np.float32)})
+        return probs.astype(np.float64), cam
+
+
+#: FORMATS["onnx"].open
+open_artifact = ONNXPredictor

@@ -41,8 +41,8 @@ def reference(run, split: str = "test", limit: int | None = None,
     Raises:
         LabtfError: the split is missing or unreadable.
     """
-    from labtf.export_model import grad_cam
-    from labtf.benchmark import measure_latency
+    from exporters.benchmark import measure_latency
+    from labtf.cam_head import grad_cam
     from labtf.predict import KerasPredictor
 
     meta = run.meta
@@ -75,7 +75,7 @@ def parity_report(artifact: str | Path, ref: Reference, latency_runs: int = 30,
     Raises:
         LabtfError: the artifact cannot be opened.
     """
-    from labtf.benchmark import measure_latency
+    from exporters.benchmark import measure_latency
     from labtf.predict import open_predictor
 
     pred = open_predictor(artifact)

@@ -18,14 +18,25 @@ orientation (not applied in-graph), and colour-managed or 16-bit files.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
 
-from exporters.common import META_NAME, atomic_dir, run_meta
+import numpy as np
+
+from exporters import Option, require, takes_options
+from exporters.common import META_NAME, ArtifactPredictor, atomic_dir, run_meta
 from labtf.errors import LabtfError
 
 log = logging.getLogger(__name__)
+
+#: Options of :func:`export_saved_model` (besides quantize and overwrite).
+OPTIONS = {
+    "name": Option(None, (str,), "TF Serving model name [run folder name]"),
+    "version": Option(1, (int, str), "integer version folder"),
+    "batching": Option(False, (bool, dict), "also write TF Serving's batching.config"),
+}
 
 
 def serving_name(run) -> str:
@@ -70,13 +81,16 @@ def square_in_graph(image, size: int, mode: str):
     raise LabtfError(f"unknown resize mode '{mode}'")
 
 
-def export_saved_model(run, path: str | Path, name: str | None = None, version: int = 1,
-                       overwrite: bool = False, batching: bool | dict = False, **_: object) -> Path:
+@takes_options("saved_model", OPTIONS)
+def export_saved_model(run, path: str | Path, *, quantize: str = "none", overwrite: bool = False,
+                       name: str | None = None, version: int = 1,
+                       batching: bool | dict = False) -> Path:
     """Export ``run`` as ``<path>/<name>/<version>/`` for TF Serving.
 
     Args:
         run: a :class:`labtf.run.Run`.
         path: base folder (TF Serving ``--model_base_path`` parent).
+        quantize: ``none`` only (the weights stay float32).
         name: model name [run folder name].
         version: integer version folder.
         overwrite: replace an existing version folder.
@@ -88,12 +102,10 @@ def export_saved_model(run, path: str | Path, name: str | None = None, version: 
     Raises:
         LabtfError: the version folder exists (without ``overwrite``) or version < 1.
     """
-    import json
-
     import keras
     import tensorflow as tf
 
-    from labtf.export_model import CAM_OUT, PROBS_OUT, build_export_model
+    from labtf.cam_head import CAM_OUT, PROBS_OUT, build_export_model
 
     if int(version) < 1:
         raise LabtfError(f"--version must be a positive integer, got {version}")
@@ -157,3 +169,38 @@ def find_version_dir(path: Path) -> Path | None:
         if base is not path:
             break
     return None
+
+
+def detect(path: Path) -> bool:
+    """``path`` is a SavedModel folder (or a TF Serving base/model folder holding one)."""
+    return Path(path).is_dir() and find_version_dir(path) is not None
+
+
+class SavedModelPredictor(ArtifactPredictor):
+    """A labtf SavedModel, through its ``serving_pixels`` signature."""
+
+    def __init__(self, path: Path) -> None:
+        folder = find_version_dir(path)
+        meta_file = folder / "assets.extra" / META_NAME if folder else None
+        if meta_file is None or not meta_file.is_file():
+            raise LabtfError(f"{path}: not a labtf SavedModel (no assets.extra/labtf.json)")
+        self._set_meta(json.loads(meta_file.read_text()), folder)
+        tf = require("tensorflow", extra="cpu", what="a SavedModel")
+        self.loaded = tf.saved_model.load(str(folder))
+        self.serve = self.loaded.signatures["serving_pixels"]
+        self.serve_bytes = self.loaded.signatures["serving_default"]
+
+    def _run(self, images):
+        out = self.serve(image=np.asarray(images, np.float32))
+        return (out["probabilities"].numpy().astype(np.float64), out["cam"].numpy())
+
+    def predict_bytes(self, blobs: list[bytes]) -> dict:
+        """Run ``serving_default`` on encoded images (in-graph decode and resize)."""
+        import tensorflow as tf
+
+        out = self.serve_bytes(image_bytes=tf.constant(blobs))
+        return {k: v.numpy() for k, v in out.items()}
+
+
+#: FORMATS["saved_model"].open
+open_artifact = SavedModelPredictor

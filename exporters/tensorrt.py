@@ -13,18 +13,23 @@ tested without a GPU.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from exporters.common import (check_target, load_images, run_meta, split_samples, write_bytes,
-                              write_sidecar)
+from exporters import Option, require, takes_options
+from exporters.common import (ArtifactPredictor, check_target, has_suffix, load_images, run_meta,
+                              split_samples, write_bytes, write_sidecar)
 from labtf.errors import LabtfError
 
 log = logging.getLogger(__name__)
 
 QUANTIZE = ("float16", "int8")
+
+#: Options of :func:`export_tensorrt` (besides quantize and overwrite).
+OPTIONS = {"calibration_images": Option(100, (int,), "int8: train-split images for calibration")}
 
 
 class CalibrationBatches:
@@ -120,8 +125,9 @@ def build_engine(onnx_path: Path, image_size: int, quantize: str = "float16",
     return bytes(engine)
 
 
-def export_tensorrt(run, path: str | Path, quantize: str = "float16", calibration_images: int = 100,
-                    overwrite: bool = False, **_: object) -> Path:
+@takes_options("tensorrt", OPTIONS)
+def export_tensorrt(run, path: str | Path, *, quantize: str = "float16", overwrite: bool = False,
+                    calibration_images: int = 100) -> Path:
     """Export ``run`` to ``<path>/model_<fp16|int8>.engine`` (via ``<path>/model.onnx``).
 
     Raises:
@@ -147,3 +153,56 @@ def export_tensorrt(run, path: str | Path, quantize: str = "float16", calibratio
     write_bytes(target, build_engine(onnx_path, size, quantize, batches), overwrite=overwrite)
     write_sidecar(target, run_meta(run, "tensorrt", quantize=quantize))
     return target
+
+
+def detect(path: Path) -> bool:
+    """``path`` is a ``.engine``/``.plan`` file."""
+    return has_suffix(path, ".engine", ".plan")
+
+
+class TensorRTPredictor(ArtifactPredictor):
+    """A TensorRT engine (``.engine``/``.plan``) with its ``.json`` sidecar.
+
+    Untested here (no GPU): uses the TensorRT 10 tensor API and cuda-python.
+    """
+
+    def __init__(self, path: Path) -> None:
+        sidecar = Path(f"{path}.json")
+        if not sidecar.is_file():
+            raise LabtfError(f"{path}: missing {sidecar.name} (labels); re-export with labtf")
+        self._set_meta(json.loads(sidecar.read_text()), path)
+        trt = require("tensorrt", extra="tensorrt", what="a TensorRT engine")
+        self.cudart = require("cuda.bindings.runtime", extra="tensorrt", what="a TensorRT engine")
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
+        if self.engine is None:
+            raise LabtfError(f"{path}: TensorRT could not load the engine (other GPU/TRT version?)")
+        self.context = self.engine.create_execution_context()
+
+    def _run(self, images):
+        cudart = self.cudart
+        x = np.ascontiguousarray(images, np.float32)
+        self.context.set_input_shape("image", x.shape)
+        host = {"image": x}
+        for name in ("probabilities", "cam"):
+            host[name] = np.empty(tuple(self.context.get_tensor_shape(name)), np.float32)
+        dev = {}
+        try:
+            for name, arr in host.items():
+                dev[name] = cudart.cudaMalloc(arr.nbytes)[1]
+                self.context.set_tensor_address(name, int(dev[name]))
+            cudart.cudaMemcpy(dev["image"], x.ctypes.data, x.nbytes,
+                              cudart.cudaMemcpyKind.cudaMemcpyHostToDevice)
+            self.context.execute_async_v3(0)
+            cudart.cudaDeviceSynchronize()
+            for name in ("probabilities", "cam"):
+                cudart.cudaMemcpy(host[name].ctypes.data, dev[name], host[name].nbytes,
+                                  cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost)
+        finally:
+            for ptr in dev.values():
+                cudart.cudaFree(ptr)
+        return host["probabilities"].astype(np.float64), host["cam"]
+
+
+#: FORMATS["tensorrt"].open
+open_artifact = TensorRTPredictor

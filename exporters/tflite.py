@@ -18,7 +18,7 @@ Signature ``serving_default``: input ``image`` (N,S,S,3) float32 RGB 0..255
 (uint8/int8 with ``io_type``), outputs ``probabilities`` and ``cam``. In the
 full-integer model the CAM is the ReLU'd map before the per-image max scaling
 (``labtf.json`` says ``"cam_normalized": false``): an int8 DIV aborts when the
-map is all zero, so the reader (``TFLitePredictor``) divides by the max.
+map is all zero, so the reader (:class:`TFLitePredictor`) divides by the max.
 
 int8 weights are rounded adaptively by default (:mod:`exporters.int8_rounding`:
 each conv weight goes to the grid point below or above that keeps the layer's
@@ -29,11 +29,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import zipfile
 from pathlib import Path
 
-from exporters.common import (META_NAME, check_target, load_images, run_meta, split_samples,
-                              tf_function, write_bytes)
+import numpy as np
+
+from exporters import Option, require, takes_options
+from exporters.common import (META_NAME, ArtifactPredictor, check_target, has_suffix,
+                              load_images, run_meta, split_samples, tf_function, write_bytes)
 from labtf.errors import LabtfError
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,19 @@ IO_TYPES = ("float32", "uint8", "int8")
 ROUNDING = ("adaptive", "nearest")
 #: Calibration images the adaptive rounding looks at (the first of the calibration set).
 ROUNDING_IMAGES = 32
+
+#: Options of :func:`export_tflite` (besides quantize and overwrite).
+OPTIONS = {
+    "io_type": Option("float32", (str,), "int8 input/output type: " + " | ".join(IO_TYPES)),
+    "calibration_images": Option(100, (int,), "int8: train-split images for calibration"),
+    "int8_rounding": Option("adaptive", (str,), "int8 weights: " + " | ".join(ROUNDING)),
+    "with_cam": Option(True, (bool,), "include the CAM output"),
+    "classifier_twin": Option(True, (bool,), "also write the probabilities-only twin"),
+    "version": Option(1, (str, int), "TFLite Metadata version"),
+    "author": Option("labtf", (str,), "TFLite Metadata author"),
+    "license": Option("unspecified", (str,), "TFLite Metadata licence"),
+    "batch": Option(None, (int,), "fixed batch dimension (None: dynamic)"),
+}
 
 
 def artifact_name(quantize: str, with_cam: bool = True) -> str:
@@ -106,7 +123,7 @@ def convert(export_model, image_size: int, quantize: str = "none", io_type: str 
     """Convert a Keras export model to TF-Lite flatbuffer bytes.
 
     Args:
-        export_model: from :func:`labtf.export_model.build_export_model`.
+        export_model: from :func:`labtf.cam_head.build_export_model`.
         image_size: input side.
         quantize: ``none``, ``float16`` or ``int8``.
         io_type: input/output type for int8 (``float32`` keeps float I/O).
@@ -207,12 +224,12 @@ def read_embedded(path: str | Path) -> dict:
         raise LabtfError(hint) from None
 
 
-def export_tflite(run, path: str | Path, quantize: str = "none", io_type: str = "float32",
-                  calibration_images: int = 100, int8_rounding: str = "adaptive",
-                  with_cam: bool = True, classifier_twin: bool = True, overwrite: bool = False,
-                  version: str | int = 1, author: str = "labtf",
-                  license: str = "unspecified", batch: int | None = None,
-                  **_: object) -> Path:
+@takes_options("tflite", OPTIONS)
+def export_tflite(run, path: str | Path, *, quantize: str = "none", overwrite: bool = False,
+                  io_type: str = "float32", calibration_images: int = 100,
+                  int8_rounding: str = "adaptive", with_cam: bool = True,
+                  classifier_twin: bool = True, version: str | int = 1, author: str = "labtf",
+                  license: str = "unspecified", batch: int | None = None) -> Path:
     """Export ``run`` to ``<path>/model_<fp32|fp16|int8>.tflite`` (+ a classifier twin).
 
     Args:
@@ -237,7 +254,7 @@ def export_tflite(run, path: str | Path, quantize: str = "none", io_type: str = 
     Raises:
         LabtfError: a file exists, bad options, or conversion failed.
     """
-    from labtf.export_model import build_export_model
+    from labtf.cam_head import build_export_model
 
     if int8_rounding not in ROUNDING:
         raise LabtfError(f"unknown --int8-rounding '{int8_rounding}'; choose one of: "
@@ -270,3 +287,62 @@ def export_tflite(run, path: str | Path, quantize: str = "none", io_type: str = 
         write_bytes(target, data, overwrite=overwrite)
         log.debug("TF-Lite written: %s (%.1f MB)", target, target.stat().st_size / 1e6)
     return targets[0]
+
+
+def detect(path: Path) -> bool:
+    """``path`` is a ``.tflite`` file."""
+    return has_suffix(path, ".tflite")
+
+
+class TFLitePredictor(ArtifactPredictor):
+    """A labtf ``.tflite`` run with ai-edge-litert's Interpreter."""
+
+    def __init__(self, path: Path, num_threads: int | None = None) -> None:
+        self._set_meta(read_embedded(path), path)
+        mod = require("ai_edge_litert.interpreter", extra="tflite", what="a .tflite model")
+        from labtf.quiet_stderr import quiet_native
+
+        with quiet_native():        # the XNNPACK notice, once per interpreter
+            self.interpreter = mod.Interpreter(model_path=str(path),
+                                               num_threads=num_threads or os.cpu_count())
+            self.interpreter.allocate_tensors()
+            self.runner = self.interpreter.get_signature_runner("serving_default")
+        self.inputs = self.runner.get_input_details()
+        self.outputs = self.runner.get_output_details()
+        self._batch = None
+
+    @staticmethod
+    def _quantize(x: np.ndarray, d: dict) -> np.ndarray:
+        if d["dtype"] == np.float32:
+            return x.astype(np.float32)
+        scale, zero = d["quantization"]
+        info = np.iinfo(d["dtype"])
+        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(d["dtype"])
+
+    @staticmethod
+    def _dequantize(y: np.ndarray, d: dict) -> np.ndarray:
+        if d["dtype"] == np.float32:
+            return y
+        scale, zero = d["quantization"]
+        return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+
+    def _run(self, images):
+        signature = self.inputs["image"].get("shape_signature", self.inputs["image"]["shape"])
+        if signature[0] == 1 and len(images) > 1:  # fixed batch 1 (the web export): one by one
+            parts = [self._run(images[i:i + 1]) for i in range(len(images))]
+            cams = [c for _, c in parts]
+            return (np.concatenate([p for p, _ in parts]),
+                    None if cams[0] is None else np.concatenate(cams))
+        x = self._quantize(np.asarray(images, np.float32), self.inputs["image"])
+        out = self.runner(image=x)
+        probs = self._dequantize(out["probabilities"], self.outputs["probabilities"])
+        cam = self._dequantize(out["cam"], self.outputs["cam"]) if "cam" in out else None
+        if cam is not None and not self.meta.get("cam_normalized", True):
+            from labtf.maps import normalize_maps
+
+            cam = normalize_maps(cam)
+        return probs.astype(np.float64), cam
+
+
+#: FORMATS["tflite"].open
+open_artifact = TFLitePredictor

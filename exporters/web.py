@@ -29,9 +29,11 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from exporters import Option, takes_options
 from exporters.common import atomic_dir
 from labtf import __version__
 from labtf.errors import LabtfError
+from labtf.serving.static import is_web_bundle
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,12 @@ ASSETS = Path(__file__).with_name("web_assets")
 PAGE_FILES = ("index.html", "app.js", "preprocess.js", "style.css", "nomodule.js")
 #: Classes shown per result.
 TOP_K = 3
+
+#: Options of :func:`export_web` (besides quantize and overwrite).
+OPTIONS = {
+    "calibration_images": Option(100, (int,), "int8: train-split images for calibration"),
+    "int8_rounding": Option("adaptive", (str,), "int8 weights: adaptive | nearest"),
+}
 
 
 def cache_prefix() -> Path:
@@ -173,17 +181,18 @@ def page_config(run, quantize: str, tflite_meta: dict, runtime_version: str, dig
             "exported": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def export_web(run, path: str | Path, quantize: str = "int8", calibration_images: int = 100,
-               int8_rounding: str = "adaptive", overwrite: bool = False, **_: object) -> Path:
+@takes_options("web", OPTIONS)
+def export_web(run, path: str | Path, *, quantize: str = "int8", overwrite: bool = False,
+               calibration_images: int = 100, int8_rounding: str = "adaptive") -> Path:
     """Write the offline web app for ``run`` into the folder ``path``.
 
     Args:
         run: a :class:`labtf.run.Run`.
         path: the bundle folder (must not exist unless ``overwrite``).
         quantize: ``int8`` (default: 4x smaller download), ``none`` (float32) or ``float16``.
+        overwrite: replace an existing bundle.
         calibration_images: int8 calibration images from the train split.
         int8_rounding: ``adaptive`` or ``nearest`` (see :mod:`exporters.tflite`).
-        overwrite: replace an existing bundle.
 
     Returns:
         The bundle folder.
@@ -225,3 +234,15 @@ def export_web(run, path: str | Path, quantize: str = "int8", calibration_images
     log.info("web app written: %s (%.1f MB; serve it with 'labtf serve %s')", target, size / 1e6,
              target)
     return target
+
+
+def detect(path: Path) -> bool:
+    """``path`` is a web app folder written by :func:`export_web`."""
+    return is_web_bundle(Path(path))
+
+
+def open_artifact(path: Path):
+    """FORMATS["web"].open: the bundle's batch-1 ``model.tflite`` as a TFLitePredictor."""
+    from exporters.tflite import TFLitePredictor
+
+    return TFLitePredictor(Path(path) / "model.tflite")

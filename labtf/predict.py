@@ -2,9 +2,9 @@
 
 A predictor takes a batch of square RGB pixels (0..255) and returns class
 probabilities. :func:`open_predictor` picks the implementation by what the
-path is (PREDICTORS table); the Keras run folder is the first entry, exported
-artifacts add theirs. A bad file in a batch gives a per-file error; the rest
-are still predicted.
+path is: a run folder first, then each ``exporters.FORMATS`` entry's
+``detect``/``open`` in table order. A bad file in a batch gives a per-file
+error; the rest are still predicted.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -43,7 +42,7 @@ class KerasPredictor(Predictor):
 
     def predict_batch_with_cam(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if getattr(self, "_cam_model", None) is None:
-            from labtf.export_model import build_export_model
+            from labtf.cam_head import build_export_model
 
             self._cam_model = build_export_model(self.model, self.run.meta.get("cam_layer"))
         out = self._cam_model(images.astype(np.float32), training=False)
@@ -54,14 +53,15 @@ def _is_run(path: Path) -> bool:
     return path.is_dir() and (path / "model.keras").is_file()
 
 
-#: (test on the path, predictor factory, description); first match wins.
-PREDICTORS: list[tuple[Callable[[Path], bool], Callable[[Path], Predictor], str]] = [
-    (_is_run, KerasPredictor, "a labtf run folder (model.keras)"),
-]
+#: What :func:`open_predictor` says a run folder is, before the formats' ``artifact`` lines.
+RUN_KIND = "a labtf run folder (model.keras)"
 
 
 def open_predictor(path: str | os.PathLike) -> Predictor:
     """Open whatever ``path`` is (run folder or exported artifact) as a Predictor.
+
+    The run folder is tried first, then every ``exporters.FORMATS`` entry (first
+    ``detect`` that matches wins).
 
     Raises:
         LabtfError: nothing at ``path``, or nothing labtf can run.
@@ -70,13 +70,14 @@ def open_predictor(path: str | os.PathLike) -> Predictor:
     if not path.exists():
         raise LabtfError(f"{path} does not exist; pass a run folder or an exported model")
     log.info("loading the model in %s (the runtime's start-up takes a few seconds)", path)
-    from labtf.inference import ARTIFACT_PREDICTORS
+    if _is_run(path):
+        return KerasPredictor(path)
+    from exporters import FORMATS
 
-    table = [*PREDICTORS, *ARTIFACT_PREDICTORS]
-    for test, factory, _ in table:
-        if test(path):
-            return factory(path)
-    kinds = "; ".join(d for _, _, d in table)
+    for spec in FORMATS.values():
+        if spec.detect(path):
+            return spec.open(path)
+    kinds = "; ".join([RUN_KIND, *(spec.artifact for spec in FORMATS.values())])
     raise LabtfError(f"{path} is not something labtf can predict with; expected {kinds}")
 
 

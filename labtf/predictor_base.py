@@ -1,7 +1,8 @@
 """The Predictor interface every model runtime implements (:mod:`labtf.predict` opens one).
 
-Its own module so that the artifact predictors (:mod:`labtf.inference`) and the opener
-(:mod:`labtf.predict`) both build on it without importing each other.
+Its own module so that the artifact readers (``exporters/<fmt>.py``, through
+:class:`exporters.common.ArtifactPredictor`) and the opener (:mod:`labtf.predict`) both build on
+it without importing each other.
 """
 from __future__ import annotations
 

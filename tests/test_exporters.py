@@ -59,7 +59,8 @@ def test_formats_table_is_consistent():
     extras.read(ROOT / "setup.cfg")
     declared = set(extras["options.extras_require"])
     for name, spec in FORMATS.items():
-        assert callable(spec.exporter()), name
+        assert all(callable(f) for f in (spec.export, spec.open, spec.detect)), name
+        assert callable(spec.export.resolve()) and callable(spec.open.resolve()), name
         assert spec.quantize, name
         assert not spec.extra or spec.extra in declared, f"{name}: extra '{spec.extra}' missing"
 

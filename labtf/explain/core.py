@@ -163,31 +163,6 @@ METHODS: dict[str, Callable] = {
 }
 
 
-def gradcam_reference(model, layer: str, x: np.ndarray, classes: list[int]) -> np.ndarray:
-    """Plain GradientTape Grad-CAM at feature-map resolution (the test reference).
-
-    Args:
-        model: Keras model whose output is the logits.
-        layer: target conv layer name.
-        x: float32 (N, S, S, 3).
-        classes: one class index per image.
-
-    Returns:
-        ReLU(sum_k alpha_k A^k), shape (N, h, w), not normalised.
-    """
-    import keras
-    import tensorflow as tf
-
-    sub = keras.Model(model.inputs, [model.get_layer(layer).output, model.output])
-    xt = tf.convert_to_tensor(x, tf.float32)
-    with tf.GradientTape() as tape:
-        feats, logits = sub(xt, training=False)
-        score = tf.gather(logits, classes, axis=1, batch_dims=1)
-    grads = tape.gradient(score, feats)
-    alpha = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-    return tf.nn.relu(tf.reduce_sum(alpha * feats, axis=-1)).numpy()
-
-
 def conv_layer_names(model) -> list[str]:
     """Names of layers with a 4-D (N, h, w, c) output, input side first."""
     out = []

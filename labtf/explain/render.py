@@ -107,6 +107,16 @@ def save_png(img: Image.Image | np.ndarray, path: str | os.PathLike) -> Path:
     return write_bytes(Path(path), png_bytes(img))
 
 
+def save_overlay(image: np.ndarray, cam: np.ndarray, path: str | os.PathLike,
+                 alpha: float = ALPHA) -> Path:
+    """Write a heat-map overlay PNG of ``cam`` (h, w in [0, 1]) on ``image`` (S, S, 3 uint8).
+
+    Returns:
+        The PNG path (``labtf predict --saliency``).
+    """
+    return save_png(overlay(image, np.asarray(cam, np.float32), alpha), path)
+
+
 def save_npy(arr: np.ndarray, path: str | os.PathLike) -> Path:
     """Write a .npy atomically."""
     buf = io.BytesIO()

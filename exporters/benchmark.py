@@ -1,4 +1,5 @@
-"""``labtf benchmark``: latency, throughput, size and accuracy of runs and artifacts side by side."""
+"""Batch-1 latency and ``labtf benchmark``: latency, throughput, size and accuracy of runs and
+artifacts side by side (any :class:`labtf.predictor_base.Predictor`)."""
 from __future__ import annotations
 
 import statistics
