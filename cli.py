@@ -516,11 +516,27 @@ def report(run, out, samples):
 @click.option("--rate", "rate_per_host", default=4.0, show_default=True,
               help="Requests per second per host (0: unlimited).")
 @click.option("--max-mb", default=20.0, show_default=True, help="Largest image accepted (MB).")
-@click.option("--refresh-search", is_flag=True, help="Search again instead of reusing candidates.jsonl.")
+@click.option("--refresh-search", is_flag=True,
+              help="Search everything again (failed and empty searches always are).")
 @click.option("--retry-failed", is_flag=True, help="Try URLs again that failed before.")
+@click.option("--contact", default=None, metavar="TEXT",
+              help="Your e-mail and/or project URL for the User-Agent; required by wikimedia "
+                   "[env LABTF_CONTACT].")
+@click.option("--user-agent", default=None, metavar="TEXT",
+              help="The whole User-Agent instead (with contact details) [env LABTF_USER_AGENT].")
+@click.option("--openverse-client-id", default=None, metavar="ID",
+              help="Openverse OAuth2 client id: pages of up to 500 [env OPENVERSE_CLIENT_ID].")
+@click.option("--openverse-client-secret", default=None, metavar="SECRET",
+              help="Its secret; prefer env OPENVERSE_CLIENT_SECRET (command lines are visible).")
+@click.option("--licence-allows", "--license-allows", "licence_allows", multiple=True,
+              metavar="LIST", help="Keep only licences allowing all of: commercial, modification, "
+                                   "no-attribution, no-share-alike (comma list, repeatable).")
+@click.option("--licence", "--license", "licences", multiple=True, metavar="ID",
+              help="Keep only these licences, e.g. CC0,CC-BY-4.0,CC-BY-SA (no version: all).")
 @user_errors
 def collect(out, keywords, providers, base_urls, urls_file, classes, per_class, workers, timeout,
-            retries, rate_per_host, max_mb, refresh_search, retry_failed):
+            retries, rate_per_host, max_mb, refresh_search, retry_failed, contact, user_agent,
+            openverse_client_id, openverse_client_secret, licence_allows, licences):
     """Search and download images into OUT/images/<class>/ with a manifest (resumable)."""
     from labtf.collect import CollectOptions
     from labtf.collect import collect as do_collect
@@ -535,10 +551,15 @@ def collect(out, keywords, providers, base_urls, urls_file, classes, per_class, 
                              urls_file=urls_file, workers=workers, timeout=timeout,
                              retries=retries, rate_per_host=rate_per_host,
                              max_bytes=int(max_mb * (1 << 20)), refresh_search=refresh_search,
-                             retry_failed=retry_failed, classes=list(classes) or None)
+                             retry_failed=retry_failed, contact=contact, user_agent=user_agent,
+                             openverse_client_id=openverse_client_id,
+                             openverse_client_secret=openverse_client_secret,
+                             licence_allows=licence_allows, licences=licences,
+                             classes=list(classes) or None)
     c = do_collect(keywords, out, options=options)
-    click.echo(f"collect: {c['candidates']} candidate(s) -> {c['ok']} kept, {c['duplicate']} duplicate, "
-               f"{c['failed']} failed; manifest {Path(out) / 'manifest.jsonl'}")
+    lic = f", {c['licence_filtered']} refused by licence" if "licence_filtered" in c else ""
+    click.echo(f"collect: {c['candidates']} candidate(s){lic} -> {c['ok']} kept, {c['duplicate']} "
+               f"duplicate, {c['failed']} failed; manifest {Path(out) / 'manifest.jsonl'}")
 
 
 @main.command()

@@ -11,7 +11,7 @@ from PIL import Image
 from labtf.collect import CollectOptions, collect, load_keywords
 from labtf.collect.download import Downloader
 from labtf.testing.fakeserver import FakeServer
-from labtf.collect.http import FetchError, HttpClient
+from labtf.collect.http import FetchError, HttpClient, user_agent
 from labtf.collect.ledger import Ledger
 from labtf.collect.providers import Candidate, make_provider
 from labtf.errors import LabtfError
@@ -32,8 +32,12 @@ Image.new("RGB", (40, 30), (10, 200, 30)).save(_png, "PNG")
 IMAGES["b.png"] = (_png.getvalue(), "image/png")
 
 
+CONTACT = "tests@example.org https://example.org/labtf-tests"
+
+
 def fast_client(**kw) -> HttpClient:
-    opts = dict(timeout=0.5, total_timeout=5, retries=2, backoff=0.01, rate_per_host=0, max_bytes=1 << 20)
+    opts = dict(timeout=0.5, total_timeout=5, retries=2, backoff=0.01, rate_per_host=0, max_bytes=1 << 20,
+                user_agent=user_agent(CONTACT))
     opts.update(kw)
     return HttpClient(**opts)
 
@@ -155,7 +159,7 @@ def test_collect_end_to_end_and_keywords(server, tmp_path):
     out = tmp_path / "work"
     counts = collect(kw, out, providers=("openverse", "wikimedia"), per_class=10,
                      base_urls={"openverse": server.base, "wikimedia": server.base + "/w/api.php"},
-                     workers=3, timeout=1, retries=1, backoff=0.01, rate_per_host=50)
+                     workers=3, timeout=1, retries=1, backoff=0.01, rate_per_host=50, contact=CONTACT)
     # openverse and wikimedia return the same URLs: each URL once
     assert counts["candidates"] == 9
     assert counts["ok"] == 7 and counts["duplicate"] == 1 and counts["failed"] == 1

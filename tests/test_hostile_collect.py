@@ -8,13 +8,13 @@ import time
 import pytest
 from PIL import Image
 
-from labtf.collect import CANDIDATES_NAME, collect
+from labtf.collect import CANDIDATES_NAME, STATUS_NAME, collect
 from labtf.collect.download import decode_check
 from labtf.testing.fakeserver import FakeServer
 from labtf.collect.http import FetchError, HttpClient
 from labtf.collect.ledger import Ledger
 from labtf.errors import LabtfError
-from test_collect import IMAGES
+from test_collect import CONTACT, IMAGES
 
 
 def _bomb_png(w: int = 13000, h: int = 13000) -> bytes:
@@ -86,26 +86,35 @@ def test_url_list_supplies_the_classes(server, tmp_path):
 
 
 def test_no_candidates_fails_and_is_never_cached(server, tmp_path):
-    """0 candidates: non-zero (LabtfError), no cache; the next run searches again."""
+    """0 candidates: non-zero (LabtfError); an empty or failed search is not cached (its status
+    is recorded) and the next run searches it again, reusing only the successful ones."""
     kw = tmp_path / "kw.json"
     kw.write_text(json.dumps({"classes": {"cat": ["cats"], "unicorn": ["nothing here"]}}))
     out = tmp_path / "w"
     with pytest.raises(LabtfError, match="without candidates: unicorn"):
         collect(kw, out, providers=("openverse",), per_class=10,
                 base_urls={"openverse": server.base}, rate_per_host=0)
-    assert not (out / CANDIDATES_NAME).exists()        # the cat images were downloaded though
+    cached = [json.loads(x) for x in (out / CANDIDATES_NAME).read_text().splitlines()]
+    assert {r["query"] for r in cached} == {"cats"}     # the empty search is not in the cache
+    status = {q["query"]: q for q in json.loads((out / STATUS_NAME).read_text())["queries"]}
+    assert status["nothing here"]["status"] == "empty" and status["cats"]["status"] == "ok"
     assert sum(r["status"] == "ok" for r in Ledger(out / "manifest.jsonl").read()) == 2
-    searches = server.hits["/v1/images/"]
     server.queries["nothing here"] = ["a3.jpg"]         # the API has results now
+    before = [r["path"] for r in server.requests if r["path"].startswith("/v1/images")]
     counts = collect(kw, out, providers=("openverse",), per_class=10,
                      base_urls={"openverse": server.base}, rate_per_host=0)
-    assert server.hits["/v1/images/"] > searches and counts["per_class"] == {"cat": 2, "unicorn": 1}
-    assert (out / CANDIDATES_NAME).is_file()
+    again = [r["path"] for r in server.requests if r["path"].startswith("/v1/images")][len(before):]
+    assert len(again) == 1 and "nothing+here" in again[0]   # only the empty one searched again
+    assert counts["per_class"] == {"cat": 2, "unicorn": 1}
+    assert {json.loads(x)["query"] for x in (out / CANDIDATES_NAME).read_text().splitlines()} == \
+        {"cats", "nothing here"}
     with pytest.raises(LabtfError, match="no candidates found for any class"):
         collect(kw, tmp_path / "w3", providers=("openverse",), per_class=10,
                 base_urls={"openverse": server.base + "/status/500"},
                 retries=0, rate_per_host=0)
-    assert not (tmp_path / "w3" / CANDIDATES_NAME).exists()
+    assert (tmp_path / "w3" / CANDIDATES_NAME).read_text() == ""
+    failed = json.loads((tmp_path / "w3" / STATUS_NAME).read_text())["queries"]
+    assert [q["status"] for q in failed] == ["failed", "failed"] and "HTTP 500" in failed[0]["reason"]
 
 
 def test_openverse_page_size_is_at_most_20_anonymously(server):
@@ -137,7 +146,7 @@ def test_wikimedia_errors_in_http_200_bodies(server):
     """The Action API's ``{"error": {code, info}}``: ratelimited is retried, others raise."""
     from labtf.collect.providers import make_provider
 
-    client = HttpClient(timeout=2, retries=0, rate_per_host=0)
+    client = HttpClient(timeout=2, retries=0, rate_per_host=0, user_agent=f"x ({CONTACT})")
     wiki = make_provider("wikimedia", client, server.base + "/w/api.php", api_waits=(0.05,))
     got = list(wiki.search("api-error-ratelimited", 5))
     assert len(got) == 1 and server.hits["/w/api.php"] == 2

@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from dataclasses import asdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from PIL import Image
 
 from labtf.collect.http import FetchError, HttpClient
 from labtf.collect.ledger import Ledger
-from labtf.collect.providers import Candidate
+from labtf.collect.base import Candidate
 from labtf.hashing import sha256_file
 
 log = logging.getLogger(__name__)
@@ -128,9 +129,7 @@ class Downloader:
         return self.counts
 
     def _record(self, label: str, c: Candidate, status: str, **extra) -> str:
-        rec = {"url": c.url, "provider": c.provider, "query": c.query, "label": label,
-               "license": c.license, "license_version": c.license_version, "creator": c.creator,
-               "landing_url": c.landing_url, "title": c.title, "status": status, **extra}
+        rec = {**asdict(c), "license_id": c.licence, "label": label, "status": status, **extra}
         self.ledger.append(rec)
         return status
 

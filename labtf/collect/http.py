@@ -1,16 +1,19 @@
 """A small, bounded HTTP client for collecting images (stdlib ``urllib`` only).
 
 Every request has a socket timeout and a total deadline, a per-host rate limit (applied to
-each redirect target's host too),
-retries with exponential backoff on 5xx/429, timeouts and dropped connections
-(never on other 4xx), and bodies are streamed with a hard size cap.
+each redirect target's host too), an optional per-host cap on concurrent requests
+(``upload.wikimedia.org``: 2), retries with exponential backoff on 5xx/429, timeouts and
+dropped connections (never on other 4xx), and bodies are streamed with a hard size cap.
+The User-Agent is configurable (:func:`user_agent`).
 """
 from __future__ import annotations
 
 import http.client
 import json
 import logging
+import platform
 import random
+import re
 import socket
 import threading
 import time
@@ -19,9 +22,40 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
+from labtf import __version__
+from labtf.errors import LabtfError
+
 log = logging.getLogger(__name__)
 
-USER_AGENT = "labtf-collect/1.0 (+https://github.com/; research dataset builder)"
+_PY = ".".join(platform.python_version_tuple()[:2])
+#: Sent when no contact is configured (Wikimedia refuses it; :func:`user_agent`).
+USER_AGENT = f"labtf-collect/{__version__} (research dataset builder) Python-urllib/{_PY}"
+#: Hosts whose operators ask for few parallel connections: host -> most concurrent requests.
+HOST_CONCURRENCY = {"upload.wikimedia.org": 2}
+_CONTACT_RE = re.compile(r"[^\s@;()<>]+@[^\s@;()<>]+\.[a-z]{2,}|https?://[^\s;()]+\.[^\s;()]+",
+                         re.IGNORECASE)
+
+
+def has_contact(text: str | None) -> bool:
+    """Whether ``text`` holds an e-mail address or an http(s) URL (contact details)."""
+    return bool(text and _CONTACT_RE.search(text))
+
+
+def user_agent(contact: str | None = None, override: str | None = None) -> str:
+    """The User-Agent labtf sends: ``override`` as given, else
+    ``labtf-collect/VERSION (CONTACT) Python-urllib/X.Y`` (Wikimedia's policy format).
+
+    Raises:
+        LabtfError: control characters (they would split the HTTP header).
+    """
+    for what, value in (("--user-agent", override), ("--contact", contact)):
+        if value and any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+            raise LabtfError(f"{what} contains control characters; give one line of text")
+    if override:
+        return override.strip()
+    if not contact:
+        return USER_AGENT
+    return f"labtf-collect/{__version__} ({contact.strip()}; dataset builder) Python-urllib/{_PY}"
 
 
 class FetchError(Exception):
@@ -95,11 +129,19 @@ class HttpClient:
         backoff: first backoff delay in seconds; doubles per attempt (with jitter).
         rate_per_host: request starts per second per host (0: unlimited).
         max_bytes: largest body accepted; streaming stops past it.
+        user_agent: the User-Agent header [:data:`USER_AGENT`].
+        host_concurrency: host -> most concurrent requests [:data:`HOST_CONCURRENCY`].
     """
 
     def __init__(self, timeout: float = 10.0, total_timeout: float | None = None, retries: int = 3,
-                 backoff: float = 0.5, rate_per_host: float = 4.0, max_bytes: int = 20 << 20):
+                 backoff: float = 0.5, rate_per_host: float = 4.0, max_bytes: int = 20 << 20,
+                 user_agent: str = USER_AGENT, host_concurrency: dict[str, int] | None = None):
         self.timeout = timeout
+        self.user_agent = user_agent
+        self._slots: dict[str, tuple[int, threading.BoundedSemaphore]] = {}
+        self._slots_lock = threading.Lock()
+        for host, n in (HOST_CONCURRENCY if host_concurrency is None else host_concurrency).items():
+            self.limit_host(host, n)
         self.total_timeout = float(total_timeout) if total_timeout else 3.0 * timeout
         self.retries = max(0, int(retries))
         self.backoff = backoff
@@ -107,15 +149,30 @@ class HttpClient:
         self.max_bytes = max_bytes
         self._opener = urllib.request.build_opener(_LimitedRedirects(self.limiter))
 
+    def limit_host(self, host: str, n: int) -> None:
+        """Allow at most ``n`` concurrent requests to ``host`` (``name[:port]``); the
+        smallest limit set wins."""
+        n = max(1, int(n))
+        with self._slots_lock:
+            old = self._slots.get(host.lower())
+            if old is None or n < old[0]:
+                self._slots[host.lower()] = (n, threading.BoundedSemaphore(n))
+
     def get(self, url: str, accept: str = "*/*", max_bytes: int | None = None,
-            type_prefixes: tuple[str, ...] = ()) -> Response:
-        """Fetch ``url`` with retries.
+            type_prefixes: tuple[str, ...] = (), headers: dict[str, str] | None = None,
+            data: bytes | None = None) -> Response:
+        """Fetch ``url`` with retries (POST ``data`` when given).
+
+        A host with a concurrency limit (:meth:`limit_host`) is waited for first; the
+        total deadline starts once a slot is free.
 
         Args:
             url: http(s) URL.
             accept: Accept header.
             max_bytes: size cap for this call [the client's].
             type_prefixes: accepted Content-Type prefixes (empty: any).
+            headers: extra request headers (e.g. ``Authorization``).
+            data: a form body to POST instead of a GET.
 
         Returns:
             The response (status 200..299).
@@ -123,16 +180,24 @@ class HttpClient:
         Raises:
             FetchError: after the last attempt, or at once when not retryable.
         """
-        scheme = urllib.parse.urlsplit(url).scheme
-        if scheme not in ("http", "https"):
-            raise FetchError(f"unsupported URL scheme '{scheme}'", retryable=False)
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise FetchError(f"unsupported URL scheme '{parts.scheme}'", retryable=False)
+        slot = self._slots.get(parts.netloc.lower()) or self._slots.get((parts.hostname or "").lower())
+        if slot is None:
+            return self._get(url, accept, max_bytes, type_prefixes, headers, data)
+        with slot[1]:
+            return self._get(url, accept, max_bytes, type_prefixes, headers, data)
+
+    def _get(self, url: str, accept: str, max_bytes: int | None, type_prefixes: tuple[str, ...],
+             headers: dict[str, str] | None, data: bytes | None) -> Response:
         last: FetchError | None = None
         t0 = time.monotonic()
         deadline = t0 + self.total_timeout   # one deadline for all attempts of this URL
         for attempt in range(1, self.retries + 2):
             try:
                 return self._once(url, accept, max_bytes or self.max_bytes, type_prefixes, attempt,
-                                  deadline)
+                                  deadline, headers, data)
             except FetchError as exc:
                 last = exc
                 delay = self.backoff * 2 ** (attempt - 1) * (1 + 0.25 * random.random())
@@ -151,23 +216,30 @@ class HttpClient:
         raise FetchError(f"{last} (after {attempt} attempt(s), {time.monotonic() - t0:.1f}s)",
                          last.retryable, last.status)
 
-    def get_json(self, url: str) -> dict:
-        """Fetch and parse a JSON document.
+    def get_json(self, url: str, headers: dict[str, str] | None = None,
+                 form: dict[str, str] | None = None) -> dict:
+        """Fetch and parse a JSON document (POST ``form`` url-encoded when given).
 
         Raises:
             FetchError: transport failure or invalid JSON.
         """
-        resp = self.get(url, accept="application/json", max_bytes=8 << 20)
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        if data is not None:
+            headers = {**(headers or {}), "Content-Type": "application/x-www-form-urlencoded"}
+        resp = self.get(url, accept="application/json", max_bytes=8 << 20, headers=headers,
+                        data=data)
         try:
             return json.loads(resp.body.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise FetchError(f"invalid JSON from {url}: {exc}", retryable=False) from None
 
     def _once(self, url: str, accept: str, max_bytes: int, type_prefixes: tuple[str, ...],
-              attempt: int, deadline: float) -> Response:
+              attempt: int, deadline: float, headers: dict[str, str] | None = None,
+              data: bytes | None = None) -> Response:
         host = urllib.parse.urlsplit(url).netloc
         self.limiter.wait(host)
-        req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": accept})
+        req = urllib.request.Request(url, data=data, headers={
+            "User-Agent": self.user_agent, "Accept": accept, **(headers or {})})
         start = time.monotonic()
         try:
             with self._opener.open(req, timeout=max(0.05, min(self.timeout, deadline - start))) as r:
@@ -228,15 +300,24 @@ def _socket_of(resp) -> socket.socket | None:
 
 
 def _error_detail(exc: urllib.error.HTTPError) -> str:
-    """The API's own words from an error body (``detail``, ``error.info``, ``message``)."""
+    """The API's own words from an error body (``detail``, ``error.info``, ``message``, OAuth2
+    ``error``/``error_description``, or a text/plain 403/429 body)."""
     try:
-        doc = json.loads(exc.read(16 << 10).decode("utf-8", "replace"))
-    except (OSError, ValueError, http.client.HTTPException):
+        text = exc.read(16 << 10).decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException):
         return ""
+    try:
+        doc = json.loads(text)
+    except ValueError:   # a plain-text refusal (e.g. Wikimedia's User-Agent policy) is shown too
+        plain = (exc.headers.get("Content-Type") or "").startswith("text/plain")
+        return " ".join(text.split())[:300] if plain and exc.code in (403, 429) else ""
     if not isinstance(doc, dict):
         return ""
     err = doc.get("error")
-    text = doc.get("detail") or (err.get("info") if isinstance(err, dict) else err) or doc.get("message")
+    text = (doc.get("detail") or (err.get("info") if isinstance(err, dict) else err)
+            or doc.get("message"))
+    if text and doc.get("error_description"):   # OAuth2: {"error": code, "error_description"}
+        text = f"{text}: {doc['error_description']}"
     return " ".join(str(text).split())[:300] if text else ""
 
 

@@ -7,8 +7,10 @@ curation step appends records too (``status: rejected`` with the new path),
 so the ledger is the audit trail of where every file came from and went.
 
 Record fields: ``url, provider, query, label, license, license_version,
-creator, landing_url, status, path, sha256, bytes, width, height, error,
-duplicate_of, reason, time``. ``status`` is one of :data:`STATUSES`.
+license_id`` (canonical, e.g. ``CC-BY-SA-4.0``), ``license_url, attribution,
+attribution_required, credit, creator, creator_url, source, landing_url, title, status,
+path, sha256, bytes, width, height, error, duplicate_of, reason, time``.
+``status`` is one of :data:`STATUSES`.
 """
 from __future__ import annotations
 

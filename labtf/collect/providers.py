@@ -21,96 +21,19 @@ import logging
 import re
 import time
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
+from labtf.collect.base import (CANDIDATE_FIELDS, PROVIDERS, Candidate, Provider, make_provider,
+                                register_provider)
 from labtf.collect.http import FetchError, HttpClient
+from labtf.collect.licences import normalise_licence
 from labtf.errors import LabtfError
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Candidate:
-    """One image URL a provider found, with its source facts."""
-
-    url: str
-    provider: str
-    query: str = ""
-    license: str = ""
-    license_version: str = ""
-    creator: str = ""
-    landing_url: str = ""
-    title: str = ""
-
-
-class Provider:
-    """Base class. Subclasses implement :meth:`search` (or :meth:`candidates`).
-
-    Args:
-        client: the shared HTTP client.
-        base_url: API root [the provider's public default].
-        options: provider-specific settings (e.g. ``path`` for ``urls``).
-    """
-
-    name = "base"
-    default_base_url = ""
-
-    def __init__(self, client: HttpClient, base_url: str | None = None, **options):
-        self.client = client
-        self.base_url = (base_url or self.default_base_url).rstrip("/")
-        self.options = options
-        self.failed_queries: list[str] = []   # "query: reason" of searches that failed
-
-    def search(self, query: str, limit: int) -> Iterator[Candidate]:
-        """Yield up to ``limit`` candidates for one query."""
-        raise NotImplementedError
-
-    def candidates(self, label: str, queries: list[str], limit: int) -> Iterator[Candidate]:
-        """Yield up to ``limit`` distinct candidates for a class over its queries.
-
-        A failing query is logged and skipped; the others still run.
-        """
-        seen: set[str] = set()
-        for q in queries:
-            if len(seen) >= limit:
-                return
-            try:
-                for c in self.search(q, limit - len(seen)):
-                    if c.url not in seen:
-                        seen.add(c.url)
-                        yield c
-                        if len(seen) >= limit:
-                            return
-            except FetchError as exc:
-                log.warning("%s: query '%s' failed: %s", self.name, q, exc)
-                self.failed_queries.append(f"{q}: {exc}")
-
-
-PROVIDERS: dict[str, type[Provider]] = {}
-
-
-def register_provider(name: str) -> Callable[[type[Provider]], type[Provider]]:
-    """Class decorator adding a provider to :data:`PROVIDERS` under ``name``."""
-
-    def deco(cls: type[Provider]) -> type[Provider]:
-        cls.name = name
-        PROVIDERS[name] = cls
-        return cls
-
-    return deco
-
-
-def make_provider(name: str, client: HttpClient, base_url: str | None = None, **options) -> Provider:
-    """Instantiate a registered provider.
-
-    Raises:
-        LabtfError: unknown provider name (the message lists the known ones).
-    """
-    if name not in PROVIDERS:
-        raise LabtfError(f"unknown provider '{name}'; choose one of: {', '.join(sorted(PROVIDERS))}")
-    return PROVIDERS[name](client, base_url, **options)
+__all__ = ["CANDIDATE_FIELDS", "PROVIDERS", "Candidate", "Provider", "make_provider",
+           "register_provider", "Openverse", "WikimediaCommons", "UrlList"]
 
 
 def _strip_tags(text: str) -> str:
@@ -121,27 +44,95 @@ def _strip_tags(text: str) -> str:
 class Openverse(Provider):
     """Openverse (openverse.org) image search: CC-licensed and public-domain works.
 
-    ``GET {base}/v1/images/?q=...&page=N&page_size=M`` -> ``results[]`` with
-    ``url, license, license_version, creator, foreign_landing_url, title``.
+    ``GET {base}/v1/images/?q=...&page=N&page_size=M`` -> ``results[]`` with ``url, license,
+    license_version, license_url, creator, creator_url, attribution, source,
+    foreign_landing_url, title`` (nulls and extra fields tolerated), paged by ``page_count``.
+    Anonymous clients get at most 20 per page (the API answers 401 above); with the options
+    ``client_id`` and ``client_secret`` (OAuth2 client credentials) a token is fetched from
+    ``POST {base}/v1/auth_tokens/token/`` (``access_token``, ``expires_in``), sent as
+    ``Authorization: Bearer``, renewed before it expires or once on a 401, and pages may hold
+    up to 500.
     """
 
     default_base_url = "https://api.openverse.org"
+    ANON_PAGE_SIZE, AUTH_PAGE_SIZE = 20, 500
+
+    def __init__(self, client: HttpClient, base_url: str | None = None, **options):
+        super().__init__(client, base_url, **options)
+        self._token: str | None = None
+        self._token_until = 0.0
+        if bool(options.get("client_id")) != bool(options.get("client_secret")):
+            raise LabtfError("Openverse credentials need both a client id and a client secret "
+                             "(--openverse-client-id/--openverse-client-secret or "
+                             "OPENVERSE_CLIENT_ID/OPENVERSE_CLIENT_SECRET)")
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether client credentials were given."""
+        return bool(self.options.get("client_id") and self.options.get("client_secret"))
+
+    def _auth(self, renew: bool = False) -> dict[str, str]:
+        """The Authorization header (fetching or renewing the token), or {} anonymously.
+
+        Raises:
+            LabtfError: the token endpoint refused the credentials or answered nonsense.
+        """
+        if not self.authenticated:
+            return {}
+        if renew or self._token is None or time.monotonic() >= self._token_until:
+            url = f"{self.base_url}/v1/auth_tokens/token/"
+            how = ("check --openverse-client-id/--openverse-client-secret (or OPENVERSE_CLIENT_ID/"
+                   "OPENVERSE_CLIENT_SECRET)")
+            try:
+                doc = self.client.get_json(url, form={
+                    "grant_type": "client_credentials", "client_id": self.options["client_id"],
+                    "client_secret": self.options["client_secret"]})
+            except FetchError as exc:
+                raise LabtfError(f"Openverse token request to {url} failed: {exc}; {how}") from None
+            token = doc.get("access_token") if isinstance(doc, dict) else None
+            if not isinstance(token, str) or not token:
+                raise LabtfError(f"Openverse token answer from {url} has no access_token; {how}")
+            try:
+                life = float(doc.get("expires_in") or 3600)
+            except (TypeError, ValueError):
+                life = 3600.0
+            self._token = token
+            self._token_until = time.monotonic() + max(0.0, life - min(60.0, life / 10))
+            log.info("openverse: token obtained (valid %.0fs; pages up to %d)", life,
+                     self.AUTH_PAGE_SIZE)
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def _page(self, url: str) -> dict:
+        """One search page with the token; a 401 renews the token once."""
+        try:
+            return self.client.get_json(url, headers=self._auth())
+        except FetchError as exc:
+            if exc.status != 401 or not self.authenticated:
+                raise
+            log.info("openverse: 401 with the token (%s); renewing it once", exc)
+            return self.client.get_json(url, headers=self._auth(renew=True))
 
     def search(self, query: str, limit: int) -> Iterator[Candidate]:
-        # anonymous clients may ask for at most 20 per page (the API answers 401 above)
-        page_size = min(20, int(self.options.get("page_size", 20)))
+        cap = self.AUTH_PAGE_SIZE if self.authenticated else self.ANON_PAGE_SIZE
+        page_size = max(1, min(cap, int(self.options.get("page_size") or cap), limit))
         n, page, max_pages = 0, 1, int(self.options.get("max_pages", 20))
         while n < limit and page <= max_pages:
             qs = urllib.parse.urlencode({"q": query, "page": page, "page_size": page_size})
-            data = self.client.get_json(f"{self.base_url}/v1/images/?{qs}")
+            data = self._page(f"{self.base_url}/v1/images/?{qs}")
             results = data.get("results") or []
             for r in results:
-                url = r.get("url")
-                if not url:
+                if not isinstance(r, dict) or not r.get("url"):
                     continue
-                yield Candidate(url, self.name, query, str(r.get("license") or ""),
-                                str(r.get("license_version") or ""), str(r.get("creator") or ""),
-                                str(r.get("foreign_landing_url") or ""), str(r.get("title") or ""))
+                s = {k: "" if r.get(k) is None else str(r[k]) for k in (
+                    "license", "license_version", "license_url", "creator", "creator_url",
+                    "foreign_landing_url", "title", "attribution", "source")}
+                yield Candidate(str(r["url"]), self.name, query,
+                                s["license"], s["license_version"], s["creator"],
+                                s["foreign_landing_url"], s["title"],
+                                license_id=normalise_licence(s["license"], s["license_version"],
+                                                             s["license_url"]),
+                                license_url=s["license_url"], attribution=s["attribution"],
+                                creator_url=s["creator_url"], source=s["source"])
                 n += 1
                 if n >= limit:
                     return
@@ -150,15 +141,31 @@ class Openverse(Provider):
             page += 1
 
 
+def _meta(meta: dict, key: str) -> str:
+    """A Commons ``extmetadata`` value as plain text ("" when missing or null)."""
+    item = meta.get(key) if isinstance(meta, dict) else None
+    value = item.get("value") if isinstance(item, dict) else None
+    return "" if value is None else _strip_tags(str(value))
+
+
+#: MIME types downloaded as they are; anything else (SVG, PDF, TIFF, video) only as a thumbnail.
+_BITMAP_MIMES = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp")
+
+
 @register_provider("wikimedia")
 class WikimediaCommons(Provider):
     """Wikimedia Commons files via the MediaWiki API (``generator=search`` in namespace 6).
 
-    Licence and creator come from ``extmetadata`` (``LicenseShortName``, ``Artist``);
-    only ``image/*`` MIME types are kept.
+    Asks for bitmap thumbnails (``iiurlwidth``, option ``thumb_width`` [1024]) and downloads
+    ``thumburl``, so SVG, PDF and TIFF files arrive as PNG/JPEG renderings; a file without a
+    thumbnail is skipped unless it is a bitmap. Licence facts come from ``extmetadata``
+    (``LicenseShortName``/``License``, ``LicenseUrl``, ``AttributionRequired``, ``Credit``,
+    ``Artist``); missing or null entries are tolerated. Paged with ``continue``. At most 2
+    downloads at a time from the hosts of its images (its upload host's rule).
     """
 
     default_base_url = "https://commons.wikimedia.org/w/api.php"
+    download_concurrency = 2
 
     def search(self, query: str, limit: int) -> Iterator[Candidate]:
         params = {"action": "query", "format": "json", "generator": "search", "gsrsearch": query,
@@ -175,15 +182,20 @@ class WikimediaCommons(Provider):
             pages = (data.get("query") or {}).get("pages") or {}
             items = pages.values() if isinstance(pages, dict) else pages
             for page in sorted(items, key=lambda p: p.get("index", 0)):
-                info = (page.get("imageinfo") or [{}])[0]
-                url, mime = info.get("thumburl") or info.get("url"), str(info.get("mime") or "")
+                info = (page.get("imageinfo") or [{}])[0] or {}
+                mime = str(info.get("mime") or "")
+                url = info.get("thumburl") or (info.get("url") if mime in _BITMAP_MIMES else None)
                 if not url or (mime and not mime.startswith("image/")):
                     continue
                 meta = info.get("extmetadata") or {}
-                lic = _strip_tags((meta.get("LicenseShortName") or {}).get("value", ""))
-                yield Candidate(url, self.name, query, lic, "",
-                                _strip_tags((meta.get("Artist") or {}).get("value", "")),
-                                str(info.get("descriptionurl") or ""), str(page.get("title") or ""))
+                lic = _meta(meta, "LicenseShortName") or _meta(meta, "License")
+                required = _meta(meta, "AttributionRequired").lower()
+                yield Candidate(str(url), self.name, query, lic, "", _meta(meta, "Artist"),
+                                str(info.get("descriptionurl") or ""), str(page.get("title") or ""),
+                                license_id=normalise_licence(lic, "", _meta(meta, "LicenseUrl")),
+                                license_url=_meta(meta, "LicenseUrl"), credit=_meta(meta, "Credit"),
+                                attribution_required={"true": True, "false": False}.get(required),
+                                source="wikimedia")
                 n += 1
                 if n >= limit:
                     return
@@ -215,9 +227,13 @@ class WikimediaCommons(Provider):
 @register_provider("urls")
 class UrlList(Provider):
     """A plain URL list: option ``path`` to a CSV with columns ``label,url`` (optional
-    ``license,creator,landing_url``) or a text file of ``label<TAB>url`` lines.
-    Queries are ignored; every URL listed for the class is a candidate.
+    ``license, license_version, license_url, creator, creator_url, attribution, landing_url,
+    title``) or a text file of ``label<TAB>url`` lines.
+    Queries are ignored; every URL listed for the class is a candidate. The list is read
+    afresh on every run (never taken from ``candidates.jsonl``).
     """
+
+    cacheable = False
 
     def labels(self) -> list[str]:
         """The classes the list names, in first-seen order."""
@@ -238,10 +254,20 @@ class UrlList(Provider):
                     rows.append({"label": parts[0], "url": parts[1]})
         return rows
 
-    def candidates(self, label: str, queries: list[str], limit: int) -> Iterator[Candidate]:
+    def queries_for(self, label: str, queries: list[str]) -> list[str]:
+        return [f"(URL list {self.options.get('path')})"]
+
+    def search_class(self, label: str, query: str, limit: int) -> Iterator[Candidate]:
         n = 0
         for row in self._rows():
             if row.get("label") == label and row.get("url") and n < limit:
                 n += 1
-                yield Candidate(row["url"], self.name, "", row.get("license", ""), "",
-                                row.get("creator", ""), row.get("landing_url", ""))
+                r = {k: (row.get(k) or "").strip() for k in (
+                    "license", "license_version", "license_url", "creator", "creator_url",
+                    "attribution", "landing_url", "title")}
+                yield Candidate(row["url"], self.name, "", r["license"], r["license_version"],
+                                r["creator"], r["landing_url"], r["title"],
+                                license_id=normalise_licence(r["license"], r["license_version"],
+                                                             r["license_url"]),
+                                license_url=r["license_url"], attribution=r["attribution"],
+                                creator_url=r["creator_url"])
