@@ -462,7 +462,7 @@ def explain_eval(run, data, masks, methods, steps, limit, sanity_images, batch_s
     options = ExplainEvalOptions(data=data, methods=names, mask_dir=masks, steps=steps,
                                  limit=limit, sanity_images=sanity_images, batch_size=batch_size,
                                  seed=seed, out=out, label_randomization=twin)
-    result = do_eval(run, options)
+    result = do_eval(run, options=options)
     click.echo(table_markdown(result))
     for path in result["written"]:
         click.echo(f"written: {path}")

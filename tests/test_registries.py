@@ -185,8 +185,8 @@ def test_collect_accepts_every_provider(monkeypatch, tmp_path):
 
     seen = []
 
-    def collect(keywords, out, providers, *args, **kwargs):
-        seen.append(providers)
+    def collect(*args, **kwargs):  # positional providers, or options=CollectOptions(...)
+        seen.append(tuple(kwargs["options"].providers) if "options" in kwargs else args[2])
         return {"candidates": 0, "ok": 0, "duplicate": 0, "failed": 0}
 
     monkeypatch.setattr(labtf.collect, "collect", collect)
@@ -216,8 +216,8 @@ def test_explain_eval_options_refuse_unknown_keys_and_bad_values(tmp_path):
     from labtf import LabtfError
     from labtf.explain.faithfulness import ExplainEvalOptions
 
-    with pytest.raises(LabtfError, match=r"unknown explain-eval option\(s\) \['step'\]; valid "
-                                         r"options: data, methods, mask_dir, steps, "):
+    with pytest.raises(LabtfError, match=r"unknown explain-eval option key\(s\) \['step'\]; "
+                                         r"valid keys: data, methods, mask_dir, steps, "):
         ExplainEvalOptions.from_dict({"step": 3})
     with pytest.raises(LabtfError, match="--steps must be at least 1, got 0"):
         ExplainEvalOptions(steps=0)

@@ -97,7 +97,7 @@ class ExplainEvalOptions:
         valid = [f.name for f in fields(cls)]
         unknown = sorted(set(d) - set(valid))
         if unknown:
-            raise LabtfError(f"unknown explain-eval option(s) {unknown}; valid options: "
+            raise LabtfError(f"unknown explain-eval option key(s) {unknown}; valid keys: "
                              f"{', '.join(valid)}")
         return cls(**d)
 
@@ -311,7 +311,7 @@ def _per_class_table(result: dict) -> list[str]:
     return lines
 
 
-def explain_eval(run_path, options: ExplainEvalOptions | None = None, /, **overrides) -> dict:
+def explain_eval(run_path, *, options: ExplainEvalOptions | None = None, **overrides) -> dict:
     """Evaluate map faithfulness for a run; writes ``explain_eval.md`` / ``.json``.
 
     Args:
