@@ -264,3 +264,12 @@ def test_backbone_table_matches_the_registry():
     assert list(rows) == list(BACKBONES)
     for name, spec in BACKBONES.items():
         assert rows[name] == [str(spec.input_size), spec.preprocessing, spec.weight_source], name
+
+
+def test_every_explanation_method_entry_loads_its_function():
+    from labtf.explain import methods
+    from labtf.explain.registry import METHODS
+
+    for name, entry in METHODS.items():
+        fn = entry.load()
+        assert callable(fn) and fn is getattr(methods, entry.function.split(":")[1]), name

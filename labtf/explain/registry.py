@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Callable
 
 from labtf.errors import LabtfError
 
@@ -31,7 +31,7 @@ class Method:
         evaluate: in ``labtf explain-eval``'s default set.
     """
 
-    function: Union[str, Callable]
+    function: str | Callable
     evaluate: bool = True
 
     def load(self) -> Callable:
