@@ -413,15 +413,40 @@ def demo(out, resume, epochs, fine_tune_epochs):
     click.echo(f"demo: test {summary_line(m)}; run in {out}")
 
 
-EXPLAIN_METHODS = ("gradcam", "gradcam++", "scorecam", "faster-scorecam", "layercam", "saliency",
-                   "smoothgrad", "guided", "guided-gradcam")
+class RegistryChoice(click.Choice):
+    """A click.Choice whose names are read from a registry each time they are needed, so
+    a method registered at run time is accepted and ``labtf --help`` imports nothing."""
+
+    def __init__(self, names) -> None:
+        self._names = names
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple:
+        return tuple(self._names())
+
+    @choices.setter
+    def choices(self, _value) -> None:  # click.Choice.__init__ assigns it
+        pass
+
+
+def _explain_methods() -> list[str]:
+    from labtf.explain.registry import explain_choices
+
+    return explain_choices()
+
+
+def _default_eval_methods() -> str:
+    from labtf.explain.registry import default_eval_methods
+
+    return ",".join(default_eval_methods())
 
 
 @main.command()
 @click.argument("run")
 @click.argument("images", nargs=-1, required=True)
 @click.option("--method", default="gradcam", show_default=True,
-              type=click.Choice(EXPLAIN_METHODS), help="Saliency method.")
+              type=RegistryChoice(_explain_methods), help="Saliency method.")
 @click.option("--class", "class_name", default=None, help="Explain this class [top prediction].")
 @click.option("--layer", default=None, help="CAM target layer [the run's cam_layer].")
 @click.option("--panel", is_flag=True,
@@ -434,8 +459,8 @@ def explain(run, images, method, class_name, layer, panel, out, batch_size):
     """Saliency maps (.npy), overlays (.png) and contact sheets for IMAGES."""
     from labtf.explain.batch import explain_files
 
-    results, sheets = explain_files(run, list(images), method, class_name, layer, out, panel,
-                                    batch_size)
+    results, sheets = explain_files(run, list(images), method=method, class_name=class_name,
+                                    layer=layer, out=out, panel=panel, batch_size=batch_size)
     failed = [r for r in results if r.error]
     for r in results:
         if r.error:
@@ -454,8 +479,7 @@ def explain(run, images, method, class_name, layer, panel, out, batch_size):
 @click.argument("data", required=False)
 @click.option("--masks", default=None, help="Folder of object masks named like the images.")
 @click.option("--methods", default=None,
-              help="Comma-separated methods [gradcam,gradcam++,layercam,faster-scorecam,"
-                   "saliency,smoothgrad,guided,guided-gradcam].")
+              help=f"Comma-separated methods [{_default_eval_methods()}].")
 @click.option("--steps", default=16, show_default=True, help="Deletion/insertion steps.")
 @click.option("--limit", type=int, default=None,
               help="Evaluate N images drawn evenly across the classes (seeded by --seed).")
@@ -474,12 +498,14 @@ def explain(run, images, method, class_name, layer, panel, out, batch_size):
 def explain_eval(run, data, masks, methods, steps, limit, sanity_images, batch_size, seed, out,
                  twin):
     """Faithfulness of the maps: deletion/insertion AUC, randomization, pointing game."""
+    from labtf.explain.faithfulness import ExplainEvalOptions, table_markdown
     from labtf.explain.faithfulness import explain_eval as do_eval
-    from labtf.explain.faithfulness import table_markdown
 
     names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-    result = do_eval(run, data, names, masks, steps, limit, sanity_images, out, seed,
-                     label_randomization=twin, batch_size=batch_size)
+    options = ExplainEvalOptions(data=data, methods=names, mask_dir=masks, steps=steps,
+                                 limit=limit, sanity_images=sanity_images, batch_size=batch_size,
+                                 seed=seed, out=out, label_randomization=twin)
+    result = do_eval(run, options=options)
     click.echo(table_markdown(result))
     for path in result["written"]:
         click.echo(f"written: {path}")

@@ -108,7 +108,21 @@ def summary_line(m: dict) -> str:
             f"on {m['n_test']} images")
 
 
-def _samples_for(run: Run, data: str | None, classes: list[str]) -> tuple[list[Sample], str]:
+def samples_for(run: Run, data: str | None, classes: list[str]) -> tuple[list[Sample], str]:
+    """The images a run is evaluated (or explained) on.
+
+    Args:
+        run: the run.
+        data: ``None`` for the run's test split; a CSV manifest (its test split, or all of
+            it when it has none) or a class-folder dataset.
+        classes: the run's class names.
+
+    Returns:
+        The samples and a description of where they came from (for messages).
+
+    Raises:
+        LabtfError: unreadable dataset, or classes the run was not trained on.
+    """
     if data is None:
         manifest = run.file("split.csv")
         samples = [s for s in read_manifest(manifest, validate=False).samples if s.split == "test"]
@@ -148,7 +162,7 @@ def evaluate(run: Run | str | Path, data: str | None = None, batch_size: int = 3
 
     run = run if isinstance(run, Run) else Run.open(run)
     classes, meta = run.classes, run.meta
-    samples, source = _samples_for(run, data, classes)
+    samples, source = samples_for(run, data, classes)
     if not samples:
         raise LabtfError(f"no test images in {source}")
     model = run.load_model()

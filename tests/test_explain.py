@@ -111,10 +111,14 @@ def _upsample_norm(cam, size):
     """Bilinear (scipy zoom, order 1) to the input side, then per-image min-max."""
     from scipy.ndimage import zoom
 
-    from labtf.explain.core import _norm
-
     cam = np.stack([zoom(c, (size / c.shape[0], size / c.shape[1]), order=1) for c in cam])
     return _norm(cam)
+
+
+def _norm(maps):
+    from labtf.maps import normalize_maps
+
+    return normalize_maps(maps, floor="min")
 
 
 def _input_grads(model, x, classes):
@@ -129,7 +133,7 @@ def _input_grads(model, x, classes):
 
 def _reference_map(ex, method, x, classes):
     """Each method's formula from the papers, written out with a GradientTape (None: no reference)."""
-    from labtf.explain.core import FASTER_SCORECAM_N, SMOOTHGRAD_NOISE, SMOOTHGRAD_SAMPLES, _norm
+    from labtf.explain.methods import FASTER_SCORECAM_N, SMOOTHGRAD_NOISE, SMOOTHGRAD_SAMPLES
 
     size = x.shape[1]
     if method in ("gradcam", "gradcam++", "layercam"):
@@ -285,3 +289,45 @@ def test_guided_maps_are_drawn_as_gradient_images_not_jet_overlays():
     plain = Explanation("gradcam", m, 0, "a", 0.9, "a", 0.9, "conv")
     over = np.asarray(explanation_tile(img, plain, "gradcam"))[:224]
     assert over[5:60, 5:60, 2].mean() > over[5:60, 5:60, 0].mean() + 40   # a heat overlay
+
+
+def test_a_method_registered_at_run_time_runs_end_to_end_through_the_cli(trained_run, tmp_path,
+                                                                         monkeypatch):
+    """Adding a method = its function + one METHODS line: nothing else is edited."""
+    import json
+    from pathlib import Path
+
+    from labtf.explain.core import MapResult
+    from labtf.explain.registry import METHODS, Method
+    from labtf.manifest import read_manifest
+    from labtf.maps import normalize_maps
+
+    def brightness(ex, x, classes):  # the toy: a map that is the input's brightness
+        return MapResult(normalize_maps(x.mean(axis=-1), floor="min"))
+
+    monkeypatch.setitem(METHODS, "toy", Method(brightness))
+    images = [s.path for s in read_manifest(trained_run.file("split.csv"), validate=False).samples
+              if s.split == "test"][:2]
+    out = tmp_path / "toy"
+    res = CliRunner().invoke(cli.main, ["explain", str(trained_run.path), *images, "--method",
+                                        "toy", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    stems = [Path(p).stem for p in images]
+    assert sorted(f.name for f in out.iterdir()) == sorted(
+        [f"{s}_toy.{ext}" for s in stems for ext in ("npy", "png")] + ["sheet_toy.png"])
+    assert f"sheet: {out / 'sheet_toy.png'}" in res.output
+    from labtf.explain.core import Explainer
+
+    ex = Explainer.from_run(trained_run)
+    img = ex.load(images[0]).astype(np.float32)
+    first = np.load(out / f"{stems[0]}_toy.npy")
+    np.testing.assert_allclose(first, normalize_maps(img.mean(-1)[None], floor="min")[0],
+                               atol=1e-6)
+    ev = CliRunner().invoke(cli.main, ["explain-eval", str(trained_run.path), "--methods", "toy",
+                                       "--limit", "3", "--steps", "4", "--sanity-images", "1",
+                                       "--out", str(tmp_path / "eval")])
+    assert ev.exit_code == 0, ev.output
+    assert "| toy |" in ev.output
+    toy = json.loads((tmp_path / "eval" / "explain_eval.json").read_text())["methods"]["toy"]
+    # the brightness map ignores the model: parameter randomization leaves it unchanged
+    assert toy["rho_top_random"] == pytest.approx(1.0) and toy["passes_randomization"] is False

@@ -57,7 +57,7 @@ def _sheet_paths(out: Path, method: str, n_images: int) -> list[Path]:
             for k in range(n)]
 
 
-def explain_files(run_path: str | os.PathLike, images: list[str], method: str = "gradcam",
+def explain_files(run_path: str | os.PathLike, images: list[str], *, method: str = "gradcam",
                   class_name: str | None = None, layer: str | None = None,
                   out: str | os.PathLike = "explanations", panel: bool = False,
                   batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[list[ExplainResult], list[Path]]:
@@ -66,7 +66,7 @@ def explain_files(run_path: str | os.PathLike, images: list[str], method: str = 
     Args:
         run_path: run folder.
         images: image files.
-        method: a key of :data:`labtf.explain.core.METHODS`.
+        method: a key of :data:`labtf.explain.registry.METHODS`.
         class_name: explain this class instead of the top prediction.
         layer: CAM target layer instead of the run's ``cam_layer``.
         out: output folder (created; existing files in it are never overwritten).
@@ -81,8 +81,8 @@ def explain_files(run_path: str | os.PathLike, images: list[str], method: str = 
         LabtfError: missing run, unknown method/class/layer, bad batch size, or outputs
             that already exist.
     """
-    from labtf.explain.core import Explainer, check_method, resolve_class
-    from labtf.explain.core import Explanation
+    from labtf.explain.core import Explainer, Explanation, resolve_class
+    from labtf.explain.registry import check_method
     from labtf.explain.render import explanation_tile, grid, poster_panel, save_npy, save_png
     from labtf.run import Run
 

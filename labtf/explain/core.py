@@ -1,12 +1,9 @@
-"""Saliency maps for a trained run: the METHODS registry and the :class:`Explainer`.
+"""Saliency maps for a trained run: the :class:`Explainer` and what it returns.
 
-Every method maps a float32 batch ``x`` (N, S, S, 3) in 0..255 and target
-class indices to maps (N, S, S) in 0..1 (per-image min-max normalised), plus
-an optional signed RGB map (guided methods). CAM methods and saliency come
-from tf-keras-vis 0.8.7 applied to the *logits* sub-model (scores before the
-softmax, as Grad-CAM prescribes; Score-CAM applies its own softmax). Guided
-backprop uses :func:`labtf.explain.guided.guided_clone`, which works for
-separate ReLU layers too. Maps are always computed in float32.
+:meth:`Explainer.maps` runs a method of :data:`labtf.explain.registry.METHODS`
+(implementations: :mod:`labtf.explain.methods`) on a float32 batch ``x``
+(N, S, S, 3) in 0..255 for target class indices: maps (N, S, S) in 0..1, plus an
+optional signed RGB map (guided methods), always computed in float32.
 """
 from __future__ import annotations
 
@@ -15,18 +12,15 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from labtf.errors import LabtfError
+from labtf.explain.registry import METHODS, check_method, method_function  # noqa: F401 (METHODS:
+# benchmarks/explain_bench.py imports it from here)
 
 log = logging.getLogger(__name__)
 
-#: Score-CAM channels kept by Faster-Score-CAM (highest spatial variance).
-FASTER_SCORECAM_N = 64
-#: SmoothGrad: noisy samples and noise level (fraction of the input range).
-SMOOTHGRAD_SAMPLES, SMOOTHGRAD_NOISE = 20, 0.2
 #: Images per compiled prediction call of :meth:`Explainer.predict`.
 PREDICT_BATCH = 32
 
@@ -57,110 +51,6 @@ class Explanation:
     predicted_confidence: float
     layer: str
     rgb: np.ndarray | None = None
-
-
-def _norm(maps: np.ndarray) -> np.ndarray:
-    """Per-image min-max to 0..1 (a constant map becomes 0), float32."""
-    maps = np.nan_to_num(np.asarray(maps, np.float32))
-    lo = maps.min(axis=tuple(range(1, maps.ndim)), keepdims=True)
-    hi = maps.max(axis=tuple(range(1, maps.ndim)), keepdims=True)
-    span = (hi - lo).astype(np.float64)
-    out = (maps - lo) / np.where(span > 0, span, 1.0)
-    return np.where(span > 0, out, 0.0).astype(np.float32)
-
-
-def _score(classes: list[int]):
-    from tf_keras_vis.utils.scores import CategoricalScore
-
-    return CategoricalScore([int(c) for c in classes])
-
-
-def _visualizer(ex: "Explainer", cls_name: str):
-    """The tf-keras-vis visualizer ``cls_name`` of the explainer, built once and reused."""
-    if cls_name not in ex.visualizers:
-        import importlib
-
-        module = {"Gradcam": "gradcam", "GradcamPlusPlus": "gradcam_plus_plus",
-                  "Layercam": "layercam", "Scorecam": "scorecam",
-                  "Saliency": "saliency"}[cls_name]
-        cls = getattr(importlib.import_module(f"tf_keras_vis.{module}"), cls_name)
-        ex.visualizers[cls_name] = cls(ex.logits_model, clone=False)
-    return ex.visualizers[cls_name]
-
-
-def _cam(cls_name: str, per_image: bool = False, **kwargs) -> Callable:
-    """A tf-keras-vis CAM method; ``per_image``: one image per call (Score-CAM: its masked
-    copies grow with the batch, and Faster-Score-CAM picks its channels over the batch)."""
-    def method(ex: "Explainer", x: np.ndarray, classes: list[int]) -> MapResult:
-        vis = _visualizer(ex, cls_name)
-        groups = [slice(i, i + 1) for i in range(len(x))] if per_image else [slice(None)]
-        cams = [vis(_score(classes[g]), x[g], penultimate_layer=ex.layer,
-                    seek_penultimate_conv_layer=False, normalize_cam=False, **kwargs)
-                for g in groups]
-        return MapResult(_norm(np.concatenate([np.reshape(c, (-1, *x.shape[1:3])) for c in cams])))
-
-    return method
-
-
-def _saliency(smooth_samples: int) -> Callable:
-    def method(ex: "Explainer", x: np.ndarray, classes: list[int]) -> MapResult:
-        maps = _visualizer(ex, "Saliency")(_score(classes), x, smooth_samples=smooth_samples,
-                                           smooth_noise=SMOOTHGRAD_NOISE, normalize_map=False)
-        return MapResult(_norm(np.reshape(maps, x.shape[:3])))
-
-    return method
-
-
-def _guided_grads(ex: "Explainer", x: np.ndarray, classes: list[int]) -> np.ndarray:
-    import tensorflow as tf
-
-    xt = tf.convert_to_tensor(x, tf.float32)
-    idx = tf.constant([[i, int(c)] for i, c in enumerate(classes)])
-    with tf.GradientTape() as tape:
-        tape.watch(xt)
-        score = tf.gather_nd(ex.guided_logits_model(xt, training=False), idx)
-    return tape.gradient(score, xt).numpy()
-
-
-def guided_backprop(ex: "Explainer", x: np.ndarray, classes: list[int]) -> MapResult:
-    """Guided backpropagation (Springenberg et al.) on the guided clone."""
-    g = _guided_grads(ex, x, classes)
-    return MapResult(_norm(np.abs(g).max(axis=-1)), g)
-
-
-def guided_gradcam(ex: "Explainer", x: np.ndarray, classes: list[int]) -> MapResult:
-    """Guided Grad-CAM (Selvaraju et al.): guided backprop x upsampled Grad-CAM."""
-    cam = METHODS["gradcam"](ex, x, classes).maps
-    g = _guided_grads(ex, x, classes) * cam[..., None]
-    return MapResult(_norm(np.abs(g).max(axis=-1)), g)
-
-
-def random_map(ex: "Explainer", x: np.ndarray, classes: list[int]) -> MapResult:
-    """Uniform noise: the baseline every faithfulness score is compared with.
-
-    Each image's noise is seeded by the explainer's seed and the image's bytes, so an
-    image gets the same map whatever batch it comes in.
-    """
-    import zlib
-
-    maps = [np.random.default_rng([ex.seed, zlib.crc32(np.ascontiguousarray(img).tobytes())])
-            .random(x.shape[1:3]).astype(np.float32) for img in x]
-    return MapResult(np.stack(maps) if maps else np.zeros(x.shape[:3], np.float32))
-
-
-#: Method name -> function(explainer, x (N,S,S,3) float32 0..255, class indices) -> MapResult.
-METHODS: dict[str, Callable] = {
-    "gradcam": _cam("Gradcam"),
-    "gradcam++": _cam("GradcamPlusPlus"),
-    "scorecam": _cam("Scorecam", per_image=True, batch_size=32),
-    "faster-scorecam": _cam("Scorecam", per_image=True, batch_size=32, max_N=FASTER_SCORECAM_N),
-    "layercam": _cam("Layercam"),
-    "saliency": _saliency(0),
-    "smoothgrad": _saliency(SMOOTHGRAD_SAMPLES),
-    "guided": guided_backprop,
-    "guided-gradcam": guided_gradcam,
-    "random": random_map,  # the baseline of explain-eval
-}
 
 
 def conv_layer_names(model) -> list[str]:
@@ -199,13 +89,6 @@ def resolve_class(classes: list[str], name: str) -> int:
     if name in classes:
         return classes.index(name)
     raise LabtfError(f"unknown class '{name}'; the run knows: {', '.join(classes)}")
-
-
-def check_method(name: str) -> str:
-    """Raises LabtfError for an unknown method name (lists the valid ones)."""
-    if name not in METHODS:
-        raise LabtfError(f"unknown method '{name}'; choose one of: {', '.join(METHODS)}")
-    return name
 
 
 class Explainer:
@@ -317,7 +200,7 @@ class Explainer:
     def maps(self, method: str, x: np.ndarray, classes: list[int]) -> MapResult:
         """Maps of ``method`` for a batch and target class indices."""
         x = np.asarray(x, np.float32)
-        return METHODS[check_method(method)](self, x, list(classes))
+        return method_function(method)(self, x, list(classes))
 
     def explain(self, image: np.ndarray, method: str = "gradcam",
                 class_name: str | None = None) -> Explanation:

@@ -27,8 +27,10 @@ kept per image, so memory does not grow with the number of images.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +39,67 @@ from labtf.errors import LabtfError
 from labtf.explain.label_randomization import label_randomization_rhos
 from labtf.explain.metrics import (SANITY_RHO, ScoreTally, auc, deletion_insertion_batch,
                                    load_mask, mask_scores, spearman)
+from labtf.explain.registry import BASELINE, check_method, default_eval_methods
 from labtf.explain.stream import DEFAULT_BATCH_SIZE, even_sample, image_batches
 
 log = logging.getLogger(__name__)
 
-#: Methods evaluated by default (full Score-CAM is too slow for a CPU batch).
-DEFAULT_METHODS = ("gradcam", "gradcam++", "layercam", "faster-scorecam", "saliency",
-                   "smoothgrad", "guided", "guided-gradcam")
+
+@dataclass
+class ExplainEvalOptions:
+    """Options of ``labtf explain-eval`` (:func:`explain_eval`), checked when built.
+
+    Attributes:
+        data: dataset (folder or manifest); None: the run's test split.
+        methods: method names; None or empty: the registry's default set
+            (:func:`labtf.explain.registry.default_eval_methods`).
+        mask_dir: folder of object masks named like the images, or None.
+        steps: deletion/insertion steps.
+        limit: evaluate at most this many images, drawn evenly across the classes
+            with ``seed`` (:func:`labtf.explain.stream.even_sample`); None: all.
+        sanity_images: images for the parameter randomization test (0 skips it).
+        batch_size: images per batch (memory grows with it, not with the image count).
+        seed: randomness of the ``limit`` draw, the baseline and the randomization.
+        out: output folder; None: the run folder.
+        label_randomization: folder of the run's shuffled-label twin, trained there
+            first unless finished (:mod:`labtf.explain.label_randomization`); None skips it.
+    """
+
+    data: str | None = None
+    methods: list[str] | None = None
+    mask_dir: str | None = None
+    steps: int = 16
+    limit: int | None = None
+    sanity_images: int = 6
+    batch_size: int = DEFAULT_BATCH_SIZE
+    seed: int = 0
+    out: str | None = None
+    label_randomization: str | None = None
+
+    def __post_init__(self) -> None:
+        self.methods = list(self.methods) if self.methods else default_eval_methods()
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise LabtfError naming the first bad option (unknown methods list the valid ones)."""
+        for m in self.methods:
+            check_method(m)
+        if self.mask_dir and not Path(self.mask_dir).is_dir():
+            raise LabtfError(f"mask folder {self.mask_dir} does not exist")
+        for name, v in (("--batch-size", self.batch_size), ("--limit", self.limit),
+                        ("--steps", self.steps)):
+            if v is not None and v < 1:
+                raise LabtfError(f"{name} must be at least 1, got {v}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExplainEvalOptions":
+        """Build from a dict, refusing unknown keys with the list of valid ones."""
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise LabtfError(f"unknown explain-eval option key(s) {unknown}; valid keys: "
+                             f"{', '.join(valid)}")
+        return cls(**d)
 
 
 def layer_groups(model) -> list[tuple[str, list]]:
@@ -64,7 +120,7 @@ def randomize_layers(layers: list, rng: np.random.Generator) -> None:
                 v.assign(rng.normal(old.mean(), old.std() + 1e-6, old.shape).astype(old.dtype))
 
 
-def randomization_test(explainer, x: np.ndarray, targets: list[int], methods: list[str],
+def randomization_test(explainer, x: np.ndarray, targets: list[int], methods: list[str], *,
                        seed: int = 0) -> dict[str, list[tuple[str, float]]]:
     """Cascading randomization; the explainer's weights are restored afterwards.
 
@@ -97,7 +153,7 @@ def _masks(explainer, mask_dir: Path | None, paths: list[str]) -> list[np.ndarra
     return [load_mask(mask_dir, p, explainer.image_size, explainer.resize) for p in paths]
 
 
-def evaluate_methods(explainer, paths: list[str], labels: list[int], methods: list[str],
+def evaluate_methods(explainer, paths: list[str], labels: list[int], methods: list[str], *,
                      steps: int = 16, mask_dir: Path | None = None, sanity_images: int = 6,
                      seed: int = 0, twin=None, batch_size: int = DEFAULT_BATCH_SIZE) -> dict:
     """All faithfulness scores for image files, streamed in batches.
@@ -106,7 +162,7 @@ def evaluate_methods(explainer, paths: list[str], labels: list[int], methods: li
         explainer: a :class:`labtf.explain.core.Explainer`.
         paths: image files (unreadable ones are skipped with a warning).
         labels: true class index per file (for the scores on correct predictions and per class).
-        methods: method names (``random`` is added as the baseline).
+        methods: method names (the registry's ``BASELINE``, ``random``, is added).
         steps: deletion/insertion steps.
         mask_dir: folder of object masks, or None.
         sanity_images: images, spread evenly over the classes, used by the parameter
@@ -120,7 +176,7 @@ def evaluate_methods(explainer, paths: list[str], labels: list[int], methods: li
         ``{"n_images", "n_correct", "accuracy", "steps", "n_masks", "methods": {name:
         {...scores...}}, "randomization": {...}}`` (+ ``"twin_accuracy"`` with a twin).
     """
-    names = ["random", *methods]
+    names = [BASELINE, *methods]
     tallies = {m: ScoreTally(explainer.classes) for m in names}
     rhos: dict[str, list[float]] = {m: [] for m in methods}
     done: list[int] = []
@@ -145,7 +201,7 @@ def evaluate_methods(explainer, paths: list[str], labels: list[int], methods: li
             for j, mask in enumerate(masks):
                 hit, energy = mask_scores(maps[j], mask) if mask is not None else (None, None)
                 tallies[method].add(truth[j], correct[j], auc(dels[j]), auc(inss[j]), hit, energy)
-            if twin is not None and method != "random":
+            if twin is not None and method != BASELINE:
                 rhos[method] += label_randomization_rhos(twin, x, targets, {method: maps})[method]
     if not done:
         raise LabtfError("none of the images could be read")
@@ -159,7 +215,7 @@ def evaluate_methods(explainer, paths: list[str], labels: list[int], methods: li
         pick = [done[i] for i in even_sample([str(labels[i]) for i in done], sanity_images, seed)]
         x = np.stack([explainer.load(paths[i]) for i in pick]).astype(np.float32)
         targets = [int(i) for i in explainer.predict(x).argmax(axis=1)]
-        curves = randomization_test(explainer, x, targets, list(methods), seed)
+        curves = randomization_test(explainer, x, targets, list(methods), seed=seed)
         result["randomization"] = {"n_images": len(pick), "curves": curves}
         for m, curve in curves.items():
             top = curve[0][1] if curve else float("nan")
@@ -174,11 +230,11 @@ def evaluate_methods(explainer, paths: list[str], labels: list[int], methods: li
             log.info("label randomization %s: rho %.2f", m, rho)
             result["methods"][m]["rho_labels_random"] = rho
             result["methods"][m]["passes_label_randomization"] = bool(rho < SANITY_RHO)
-    rnd = result["methods"]["random"]
+    rnd = result["methods"][BASELINE]
     for m, r in result["methods"].items():
-        r["deletion_beats_random"] = bool(r["deletion"] < rnd["deletion"]) if m != "random" else None
+        r["deletion_beats_random"] = bool(r["deletion"] < rnd["deletion"]) if m != BASELINE else None
         r["insertion_beats_random"] = (bool(r["insertion"] > rnd["insertion"])
-                                       if m != "random" else None)
+                                       if m != BASELINE else None)
     return result
 
 
@@ -192,7 +248,7 @@ def _f(v, fmt: str = "{:.3f}") -> str:
 
 def table_markdown(result: dict) -> str:
     """The faithfulness table (and the randomization curves) as Markdown."""
-    rnd = result["methods"]["random"]
+    rnd = result["methods"][BASELINE]
     lines = [f"Faithfulness on {result['n_images']} image(s) ({result['n_correct']} predicted "
              f"correctly), {result['steps']} steps; random map: deletion {rnd['deletion']:.3f}, "
              f"insertion {rnd['insertion']:.3f}.", "",
@@ -203,7 +259,7 @@ def table_markdown(result: dict) -> str:
              f"< {SANITY_RHO}) | pointing game | pointing, correct predictions | energy in mask | "
              "energy, correct predictions | s / image |", "|" + "---|" * 16]
     for m, r in result["methods"].items():
-        if m == "random":
+        if m == BASELINE:
             continue
         lines.append(f"| {m} | {_f(r['deletion'])} | {_f(rnd['deletion'])} | "
                      f"{_f(r['deletion_beats_random'])} | {_f(r['insertion'])} | "
@@ -214,7 +270,7 @@ def table_markdown(result: dict) -> str:
                      f"{_f(r.get('rho_labels_random'), '{:.2f}')} | {_f(r['pointing'], '{:.2f}')} | "
                      f"{_f(r['pointing_correct'], '{:.2f}')} | {_f(r['energy'], '{:.2f}')} | "
                      f"{_f(r['energy_correct'], '{:.2f}')} | {_f(r['seconds_per_image'], '{:.2f}')} |")
-    failing = [m for m, r in result["methods"].items() if m != "random" and not all(
+    failing = [m for m, r in result["methods"].items() if m != BASELINE and not all(
         v is not False for v in (r["deletion_beats_random"], r["insertion_beats_random"],
                                  r.get("passes_randomization"),
                                  r.get("passes_label_randomization")))]
@@ -242,7 +298,7 @@ def table_markdown(result: dict) -> str:
 
 def _per_class_table(result: dict) -> list[str]:
     """Pointing game / energy in mask per true class (all its images with a mask)."""
-    methods = [m for m in result["methods"] if m != "random"]
+    methods = [m for m in result["methods"] if m != BASELINE]
     classes = list(next(iter(result["methods"].values()))["per_class"])
     lines = ["Pointing game / energy in mask per class (all images of the class that have a mask):",
              "", "| class | images with mask | " + " | ".join(methods) + " |",
@@ -250,74 +306,58 @@ def _per_class_table(result: dict) -> list[str]:
     for c in classes:
         cells = [f"{_f(result['methods'][m]['per_class'][c]['pointing'], '{:.2f}')} / "
                  f"{_f(result['methods'][m]['per_class'][c]['energy'], '{:.2f}')}" for m in methods]
-        n = result["methods"][methods[0] if methods else "random"]["per_class"][c]["n_masks"]
+        n = result["methods"][methods[0] if methods else BASELINE]["per_class"][c]["n_masks"]
         lines.append(f"| {c} | {n} | " + " | ".join(cells) + " |")
     return lines
 
 
-def explain_eval(run_path, data: str | None = None, methods: list[str] | None = None,
-                 mask_dir: str | None = None, steps: int = 16, limit: int | None = None,
-                 sanity_images: int = 6, out: str | None = None, seed: int = 0,
-                 label_randomization: str | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> dict:
+def explain_eval(run_path, *, options: ExplainEvalOptions | None = None, **overrides) -> dict:
     """Evaluate map faithfulness for a run; writes ``explain_eval.md`` / ``.json``.
 
     Args:
         run_path: run folder.
-        data: dataset (folder or manifest); default the run's test split.
-        methods: method names; default :data:`DEFAULT_METHODS`.
-        mask_dir: folder of object masks named like the images.
-        steps: deletion/insertion steps.
-        limit: evaluate at most this many images, drawn evenly across the classes
-            with ``seed`` (:func:`labtf.explain.stream.even_sample`).
-        sanity_images: images for the randomization test (0 skips it).
-        out: output folder (default: the run folder).
-        seed: randomness of the ``limit`` draw, baseline and randomization.
-        label_randomization: folder of the run's shuffled-label twin, trained there
-            first unless finished (:mod:`labtf.explain.label_randomization`); None skips it.
-        batch_size: images per batch (memory grows with it, not with the image count).
+        options: the options; None: the defaults.
+        **overrides: option fields (:class:`ExplainEvalOptions`) replacing those of ``options``.
 
     Returns:
         The result dict (also written as JSON), plus ``written``: the two files' paths.
 
     Raises:
-        LabtfError: missing run, no images, unknown method, missing mask folder, bad sizes.
+        LabtfError: unknown option, missing run, no images, unknown method, missing mask
+            folder, bad sizes.
     """
-    from labtf.evaluation import _samples_for
-    from labtf.explain.core import Explainer, check_method
+    from labtf.evaluation import samples_for
+    from labtf.explain.core import Explainer
     from labtf.run import Run, write_json, write_text
 
-    methods = list(methods or DEFAULT_METHODS)
-    for m in methods:
-        check_method(m)
-    if mask_dir and not Path(mask_dir).is_dir():
-        raise LabtfError(f"mask folder {mask_dir} does not exist")
-    for name, v in (("--batch-size", batch_size), ("--limit", limit), ("--steps", steps)):
-        if v is not None and v < 1:
-            raise LabtfError(f"{name} must be at least 1, got {v}")
+    if options is None or overrides:
+        base = dataclasses.asdict(options) if options is not None else {}
+        options = ExplainEvalOptions.from_dict({**base, **overrides})
+    o = options
     run = Run.open(run_path)
-    samples, source = _samples_for(run, data, run.classes)
-    samples = [samples[i] for i in even_sample([s.label for s in samples], limit, seed)]
+    samples, source = samples_for(run, o.data, run.classes)
+    samples = [samples[i] for i in even_sample([s.label for s in samples], o.limit, o.seed)]
     if not samples:
         raise LabtfError(f"no images in {source}")
-    ex = Explainer.from_run(run, seed=seed)
+    ex = Explainer.from_run(run, seed=o.seed)
     twin = twin_run = None
-    if label_randomization:
+    if o.label_randomization:
         from labtf.explain.label_randomization import label_randomized_run
 
-        twin_run = label_randomized_run(run, label_randomization, seed)
-        twin = Explainer.from_run(twin_run, layer=ex.layer, seed=seed)
+        twin_run = label_randomized_run(run, o.label_randomization, o.seed)
+        twin = Explainer.from_run(twin_run, layer=ex.layer, seed=o.seed)
     result = evaluate_methods(ex, [s.path for s in samples],
-                              [run.classes.index(s.label) for s in samples], methods, steps,
-                              Path(mask_dir) if mask_dir else None, sanity_images, seed, twin,
-                              batch_size)
-    result.update({"source": source, "layer": ex.layer, "limit": limit, "seed": seed})
+                              [run.classes.index(s.label) for s in samples], o.methods,
+                              steps=o.steps, mask_dir=Path(o.mask_dir) if o.mask_dir else None,
+                              sanity_images=o.sanity_images, seed=o.seed, twin=twin,
+                              batch_size=o.batch_size)
+    result.update({"source": source, "layer": ex.layer, "limit": o.limit, "seed": o.seed})
     if twin_run is not None:
         result["label_randomization"] = {
             "run": str(twin_run.path),
             "fit_accuracy": twin_run.meta.get("kept_epoch", {}).get("accuracy"),
             "test_accuracy": result.pop("twin_accuracy"), "chance": 1 / len(run.classes)}
-    folder = Path(out) if out else run.path
+    folder = Path(o.out) if o.out else run.path
     written = [write_json(folder / "explain_eval.json", result),
                write_text(folder / "explain_eval.md", table_markdown(result))]
     return {**result, "written": [str(p) for p in written]}
