@@ -98,3 +98,15 @@ def trained_run(shared_data, tmp_path_factory):
     run = train(TrainConfig(data=str(shared_data), split_file=str(split), **TINY), out, verbose=0)
     evaluate(run)
     return run
+
+
+@pytest.fixture(scope="session")
+def trained_tflite(trained_run, tmp_path_factory):
+    """The tiny run's fp32 ``.tflite`` (with its classifier twin), exported once per session.
+
+    Read-only: a test that writes next to it or exports again makes its own copy.
+    """
+    pytest.importorskip("ai_edge_litert")
+    from exporters import export
+
+    return export(trained_run.path, "tflite", tmp_path_factory.mktemp("tflite"))

@@ -118,8 +118,9 @@ def test_tflite_uint8_io(trained_run, tmp_path, reference):
     pytest.importorskip("ai_edge_litert")
     from labtf.predict import open_predictor
 
+    # uint8 I/O is what this checks: the converter's rounding and no twin keep it quick
     path = export(trained_run.path, "tflite", tmp_path, quantize="int8", io_type="uint8",
-                  calibration_images=8)
+                  calibration_images=8, int8_rounding="nearest", classifier_twin=False)
     pred = open_predictor(path)
     assert pred.inputs["image"]["dtype"] == np.uint8
     probs, cam = pred.predict_batch_with_cam(reference.images[:2])
@@ -163,7 +164,8 @@ def test_int8_tflite_agrees_with_keras_top1_and_probabilities(decisive_run, tmp_
     assert (ref.probs.argmax(1) != ref.probs[:, ::-1].argmax(1)).all()
     for io_type in ("float32", "uint8"):
         path = export(decisive_run.path, "tflite", tmp_path / io_type, quantize="int8",
-                      io_type=io_type, calibration_images=8, int8_rounding="nearest")
+                      io_type=io_type, calibration_images=8, int8_rounding="nearest",
+                      classifier_twin=False)
         probs, _ = open_predictor(path).predict_batch_with_cam(ref.images)
         agree = (probs.argmax(1) == ref.probs.argmax(1)).mean()
         assert agree >= 0.9, (io_type, agree)
@@ -383,7 +385,8 @@ def test_cli_int8_calibration_images(trained_run, tmp_path, caplog, reference):
     with caplog.at_level(logging.INFO, logger="exporters.tflite"):
         res = CliRunner().invoke(cli.main, ["export", str(trained_run.path), "--format", "tflite",
                                             "--quantize", "int8", "--calibration-images", "5",
-                                            "--out", str(tmp_path), "--no-parity"])
+                                            "--no-classifier-twin", "--out", str(tmp_path),
+                                            "--no-parity"])
     assert res.exit_code == 0, res.output
     assert "int8 calibration on 5 train images" in caplog.text
     assert "int8 adaptive rounding on 5 calibration images" in caplog.text
@@ -406,8 +409,8 @@ def test_int8_rounding_choice_is_recorded_and_checked(trained_run, tmp_path, art
     assert read_embedded(artifacts("tflite", "none"))["int8_rounding"] is None
     res = CliRunner().invoke(cli.main, ["export", str(trained_run.path), "--format", "tflite",
                                         "--quantize", "int8", "--calibration-images", "4",
-                                        "--int8-rounding", "nearest", "--out", str(tmp_path),
-                                        "--no-parity"])
+                                        "--int8-rounding", "nearest", "--no-classifier-twin",
+                                        "--out", str(tmp_path), "--no-parity"])
     assert res.exit_code == 0, res.output
     assert read_embedded(tmp_path / "model_int8.tflite")["int8_rounding"] == "nearest"
     with pytest.raises(LabtfError, match="choose one of: adaptive, nearest"):

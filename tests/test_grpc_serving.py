@@ -24,17 +24,16 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from exporters import export  # noqa: E402
 from labtf.serving.client import Client, ServingError, grpc_predict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def server(trained_run, tmp_path_factory):
+def server(trained_tflite, tmp_path_factory):
     """fp32 .tflite behind ``labtf serve --grpc-port 0`` (2 workers, 1 MB limit, label stable)."""
     out = tmp_path_factory.mktemp("grpc")
-    artifact = export(trained_run.path, "tflite", out, classifier_twin=False)
+    artifact = trained_tflite
     err = open(out / "serve.err", "wb")
     p = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "serve", str(artifact),
                           "--port", "0", "--grpc-port", "0", "--name", "tiny", "--workers", "2",

@@ -21,14 +21,12 @@ from PIL import Image
 
 pytest.importorskip("aiohttp")
 
-from exporters import export  # noqa: E402
 from test_serving import Proc, _post  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tflite(trained_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("hostile")
-    return export(trained_run.path, "tflite", out / "tflite")
+def tflite(trained_tflite):
+    return trained_tflite
 
 
 @pytest.fixture(scope="module")

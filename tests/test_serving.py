@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def exported(trained_run, tmp_path_factory):
+def exported(trained_run, trained_tflite, tmp_path_factory):
     """fp32 .tflite and a TF Serving repository (SavedModel 'tiny' v3, batching file)."""
     out = tmp_path_factory.mktemp("serving")
-    tfl = export(trained_run.path, "tflite", out / "tflite")
+    tfl = trained_tflite
     sm = export(trained_run.path, "saved_model", out / "repo", name="tiny", version=3, batching=True)
     return {"tflite": tfl, "saved_model": sm, "base": out / "repo", "tmp": out}
 
