@@ -190,6 +190,7 @@ def test_collect_accepts_every_provider(monkeypatch, tmp_path):
         return {"candidates": 0, "ok": 0, "duplicate": 0, "failed": 0}
 
     monkeypatch.setattr(labtf.collect, "collect", collect)
+    monkeypatch.setenv("LABTF_CONTACT", "tests@example.org")   # wikimedia's User-Agent policy
     for name in _providers():
         res = CliRunner().invoke(cli.main, ["collect", str(tmp_path), "--provider", name])
         assert res.exit_code == 0, res.output
