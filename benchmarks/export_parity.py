@@ -53,7 +53,8 @@ def main() -> None:
             if not available(fmt):
                 skipped.append(f"{fmt}/{q}: '{spec.extra}' extra not installed")
                 continue
-            report = parity_report(export(run.path, fmt, out, quantize=q), ref, args.runs)
+            # a folder per format and quantisation: a web app is a whole folder
+            report = parity_report(export(run.path, fmt, out / fmt / q, quantize=q), ref, args.runs)
             write_parity(out, report)
             reports.append(report)
     from exporters.tflite import artifact_name, export_tflite
@@ -66,7 +67,7 @@ def main() -> None:
     timed = {}
     for q in ("none", "int8"):
         if ("tflite", q) in by:
-            timed[q, True] = TFLitePredictor(out / artifact_name(q))
+            timed[q, True] = TFLitePredictor(out / "tflite" / q / artifact_name(q))
             timed[q, False] = TFLitePredictor(export_tflite(run, out / "nocam", quantize=q,
                                                             with_cam=False))
     best = {k: float("inf") for k in timed}
