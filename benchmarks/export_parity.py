@@ -41,7 +41,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=50, help="timed batch-1 calls")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved TF-Lite timing rounds")
     ap.add_argument("--record", default=None, help="write the Markdown result here")
+    ap.add_argument("--formats", default=",".join(FORMATS),
+                    help="comma-separated formats to export [%(default)s]")
     args = ap.parse_args()
+    wanted = args.formats.split(",")
+    unknown = sorted(set(wanted) - set(FORMATS))
+    if unknown:
+        ap.error(f"unknown format(s) {unknown}; choose from: {', '.join(FORMATS)}")
     rec = Recorder()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     run = Run.open(args.run)
@@ -49,6 +55,8 @@ def main() -> None:
     ref = reference(run, latency_runs=args.runs)
     reports, skipped = [], []
     for fmt, spec in FORMATS.items():
+        if fmt not in wanted:
+            continue
         for q in spec.quantize:
             if not available(fmt):
                 skipped.append(f"{fmt}/{q}: '{spec.extra}' extra not installed")
