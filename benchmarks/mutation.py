@@ -55,8 +55,6 @@ TARGETS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 #: Survivors that cannot be killed because the mutant behaves the same (equivalent mutants):
 #: "target:function:line:description" -> why. Filled in from reading each survivor.
 EQUIVALENT: dict[str, str] = {
-    "maps:normalize_maps:11:Gt -> GtE": "equivalent: where peak == 0 the map is all zero after the "
-    "ReLU, and cam / max(peak, 1e-30) is 0 as well",
     "phash:union:345:Lt -> LtE": "equivalent: union by size with ties joined the other way; the "
     "sets (and group_pairs' sorted members) are the same",
     "metrics:compute_metrics:72:constant 0 -> 1": "unreachable: the empty-input branch of the "
